@@ -1,0 +1,290 @@
+"""The ingest job: files -> documents -> chunks -> vectors -> one Qdrant collection.
+
+Idempotent and crash-safe by construction:
+- a chunk's id comes from its source, position and content, so writing a file twice overwrites;
+- every point records its file's hash and chunk count, so a file is "unchanged" only when the
+  store holds exactly one complete copy of its current version;
+- a file's new chunks are written first and its old version deleted last, so a crash at any
+  point leaves a state that the next run recognises as incomplete and repairs.
+
+A background thread loads and chunks files while the main thread encodes and writes, so the
+encoder is not left waiting on pypdf.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from rag.chunking import Chunker
+from rag.encoder import SentenceEncoder
+from rag.errors import LoadError
+from rag.loaders import DEFAULT_INCLUDE, find_files, load, source_name
+from rag.models import Chunk
+from rag.store import CollectionInfo, TextIndexSettings, VectorStore, is_complete
+from pipelines.stores import StoreSettings, open_store
+
+Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
+
+# Test hook for the crash-safety tests: SIGKILL this process after N store writes.
+FAULT_ENV = "RAG_FAULT_KILL_AFTER_WRITES"
+
+
+class FileOutcome(BaseModel):
+    source: str
+    status: Status
+    chunks: int = 0
+    reason: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class IngestReport(BaseModel):
+    collection: str
+    outcomes: list[FileOutcome] = Field(default_factory=list)
+    chunks_written: int = 0
+    seconds: float = 0.0
+    total_points: int = 0
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in ("ingested", "replaced", "unchanged", "failed", "pruned")}
+        for o in self.outcomes:
+            out[o.status] += 1
+        return out
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks_written / self.seconds if self.seconds else 0.0
+
+
+class _Writer:
+    """Counts store writes; SIGKILLs the process after $RAG_FAULT_KILL_AFTER_WRITES of them."""
+
+    def __init__(self, store: VectorStore):
+        self.store = store
+        self.writes = 0
+        limit = os.environ.get(FAULT_ENV)
+        self.kill_after = int(limit) if limit else None
+
+    def __call__(self, method: str, *args) -> None:
+        getattr(self.store, method)(*args)
+        self.writes += 1
+        if self.kill_after is not None and self.writes >= self.kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length: int,
+                 out, parent: int) -> None:
+    """Child process: load and chunk files, put (path, doc, chunks, reason) on `out`, then None.
+    A process, not a thread: pypdf holds the GIL, which would stall the encoder's many small
+    torch calls. Runs at lower CPU priority so the encoder keeps its cores."""
+    from transformers import AutoTokenizer
+
+    from rag.encoder import resolve_model
+
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+
+    class Counter:  # the chunker's tokenizer protocol, without loading the model weights
+        count_tokens = SentenceEncoder.count_tokens
+
+    counter = Counter()
+    counter.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
+    counter.max_seq_length = max_seq_length
+    chunker = Chunker.from_dict(chunker_cfg)
+
+    def put(item) -> None:
+        while True:
+            if os.getppid() != parent:  # the job was killed: stop, write nothing
+                os._exit(0)
+            try:
+                out.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    for p in paths:
+        try:
+            doc = load(p)
+            item = (p, doc, chunker.split(doc, counter), None)
+        except LoadError as e:
+            item = (p, None, [], e.reason)
+        except Exception as e:  # a loader bug must not end the whole job
+            item = (p, None, [], f"unexpected error: {type(e).__name__}: {e}")
+        put(item)
+    put(None)
+
+
+def _loaded(paths: list[Path], chunker: Chunker, encoder: SentenceEncoder):
+    """Yield (path, doc, chunks, reason) from a loader process, in order."""
+    import multiprocessing as mp
+
+    if not paths:
+        return
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue(maxsize=8)
+    proc = ctx.Process(target=_loader_main, daemon=True, name="rag-loader",
+                       args=([str(p) for p in paths], chunker.to_dict(), encoder.model,
+                             encoder.max_seq_length, q, os.getpid()))
+    proc.start()
+    seen = 0
+    try:
+        while True:
+            try:
+                item = q.get(timeout=1.0)
+            except queue.Empty:
+                if not proc.is_alive():
+                    for p in paths[seen:]:
+                        yield (Path(p), None, [], f"loader process died (exit code {proc.exitcode}) "
+                                                  "while reading this or an earlier file")
+                    return
+                continue
+            if item is None:
+                return
+            seen += 1
+            path, doc, chunks, reason = item
+            yield Path(path), doc, chunks, reason
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(timeout=5)
+
+
+def ingest(
+    paths: Sequence[str | Path],
+    encoder: SentenceEncoder | None = None,
+    store: StoreSettings | None = None,
+    chunker: Chunker | None = None,
+    include: Iterable[str] = DEFAULT_INCLUDE,
+    exclude: Iterable[str] = (),
+    prune: bool = False,
+    text_index: TextIndexSettings | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> IngestReport:
+    """Ingest files and directories into a collection (created on first use). Returns the report;
+    failures are in it, not raised, except for errors that stop the whole job (store, model)."""
+    encoder = encoder or SentenceEncoder()
+    store_settings = store or StoreSettings()
+    chunker = chunker or Chunker()
+    started = time.perf_counter()
+    report = IngestReport(collection=store_settings.describe())
+
+    files: list[Path] = []
+    for raw in paths:
+        try:
+            files.extend(find_files([raw], include, exclude))
+        except LoadError as e:
+            report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
+    files = list({source_name(p): p for p in files}.values())
+
+    size, _ = chunker.limits(encoder)
+    info = CollectionInfo(model=encoder.model_id, dimension=encoder.dimension,
+                          text_index=text_index or TextIndexSettings(),
+                          chunk_size=size, chunk_overlap=chunker.chunk_overlap)
+    vs = open_store(store_settings, info=info, create=True)
+    write = _Writer(vs)
+    try:
+        todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
+        for p in files:
+            src = source_name(p)
+            try:
+                digest = _file_hash(p)
+            except OSError as e:
+                report.outcomes.append(FileOutcome(source=src, status="failed",
+                                                   reason=f"cannot read file: {e.strerror or e}"))
+                continue
+            versions = vs.file_versions(src)
+            if is_complete(versions, digest):
+                report.outcomes.append(FileOutcome(source=src, status="unchanged", chunks=versions[0].points))
+            else:
+                todo.append((p, any(v.file_hash != digest for v in versions)))
+        _run(todo, encoder, chunker, vs, write, report, batch_size, progress)
+        if prune:
+            _prune(paths, files, vs, write, report)
+        vs.flush()
+        report.total_points = vs.count()
+    finally:
+        vs.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run(todo, encoder, chunker, vs, write, report, batch_size, progress) -> None:
+    from pipelines.progress import ingest_progress
+
+    had_old = {source_name(p): old for p, old in todo}
+    pending: list[Chunk] = []
+    remaining: dict[str, int] = {}  # chunks of each file still to be written
+    totals: dict[str, int] = {}
+    file_hashes: dict[str, str] = {}
+    warnings: dict[str, list[str]] = {}
+
+    def flush_batch(bar) -> None:
+        if not pending:
+            return
+        vectors = encoder.encode([c.text for c in pending])
+        write("upsert", pending, vectors, totals)
+        report.chunks_written += len(pending)
+        bar.advance_chunks(len(pending))
+        done_now = []
+        for c in pending:
+            remaining[c.source] -= 1
+            if remaining[c.source] == 0:
+                done_now.append(c.source)
+        pending.clear()
+        for src in dict.fromkeys(done_now):
+            # Old versions go last: until here the old copy stays searchable.
+            write("delete_other_versions", src, file_hashes[src])
+            report.outcomes.append(FileOutcome(source=src, status="replaced" if had_old[src] else "ingested",
+                                               chunks=totals[src], warnings=warnings.pop(src, [])))
+            bar.advance_file()
+
+    with ingest_progress(len(todo), enabled=progress) as bar:
+        for path, doc, chunks, reason in _loaded([p for p, _ in todo], chunker, encoder):
+            src = source_name(path)
+            if doc is None or not chunks:
+                report.outcomes.append(FileOutcome(source=src, status="failed",
+                                                   reason=reason or "no text to index after clean-up"))
+                bar.advance_file()
+                continue
+            file_hashes[src] = doc.file_hash
+            totals[src] = remaining[src] = len(chunks)
+            warnings[src] = doc.warnings
+            for c in chunks:
+                pending.append(c)
+                if len(pending) >= batch_size:
+                    flush_batch(bar)
+        flush_batch(bar)
+
+
+def _prune(paths, files, vs, write, report) -> None:
+    """Delete chunks of files that no longer exist, or that lie under the walked folders but are
+    no longer selected by the include/exclude globs."""
+    present = {source_name(p) for p in files}
+    roots = [source_name(Path(p)) + "/" for p in paths if Path(p).is_dir()]
+    for src in sorted(vs.sources() - present):
+        if not Path(src).exists() or any(src.startswith(r) for r in roots):
+            write("delete_source", src)
+            report.outcomes.append(FileOutcome(source=src, status="pruned"))

@@ -1,0 +1,44 @@
+"""Where a collection lives: the embedded Edge folder (default) or a Qdrant server by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from rag.store import CollectionInfo, VectorStore
+
+DEFAULT_STORE_DIR = "rag_store"
+DEFAULT_COLLECTION = "documents"
+
+
+class StoreSettings(BaseModel):
+    """`url` set: a Qdrant server or cluster (API key from $QDRANT_API_KEY unless given).
+    `local_path` set: qdrant-client's local mode. Otherwise: Qdrant Edge under `store_dir`."""
+
+    store_dir: str = DEFAULT_STORE_DIR
+    collection: str = DEFAULT_COLLECTION
+    url: str | None = None
+    api_key: str | None = Field(default=None, repr=False, exclude=True)
+    local_path: str | None = None
+
+    def describe(self) -> str:
+        if self.url:
+            return f"Qdrant server {self.url}, collection '{self.collection}'"
+        if self.local_path:
+            return f"qdrant-client local mode {self.local_path}, collection '{self.collection}'"
+        return f"Qdrant Edge {Path(self.store_dir).resolve() / self.collection}"
+
+
+def open_store(settings: StoreSettings, info: CollectionInfo | None = None,
+               create: bool = False) -> VectorStore:
+    """Open a collection; with `create` and `info`, create it when missing. With `info`, the
+    collection's recorded encoder and chunking must match."""
+    if settings.url or settings.local_path:
+        from connectors.qdrant_server import ClientStore
+
+        return ClientStore(settings.collection, info=info, create=create, url=settings.url,
+                           api_key=settings.api_key, path=settings.local_path)
+    from connectors.qdrant_edge import EdgeStore
+
+    return EdgeStore(settings.store_dir, settings.collection, info=info, create=create)

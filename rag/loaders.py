@@ -1,0 +1,215 @@
+"""Loaders: files to cleaned `Document`s. Each bad file raises `LoadError` with one clear reason.
+
+PDF through pypdf (one `Page` per page), `.txt`, and `.md` (each heading starts a section).
+`find_files` walks directories with include/exclude globs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from rag.errors import LoadError
+from rag.models import Document, Page
+from rag.textclean import clean_pages, looks_garbled, normalize_unicode, normalize_whitespace
+
+PDF_SUFFIXES = {".pdf"}
+TEXT_SUFFIXES = {".txt", ".text"}
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
+SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES
+DEFAULT_INCLUDE = tuple(f"*{s}" for s in sorted(SUPPORTED_SUFFIXES))
+
+
+def source_name(path: Path) -> str:
+    """The identity of a file in the store: its resolved absolute POSIX path."""
+    return path.resolve().as_posix()
+
+
+def find_files(
+    paths: Iterable[str | Path],
+    include: Iterable[str] = DEFAULT_INCLUDE,
+    exclude: Iterable[str] = (),
+) -> list[Path]:
+    """Files under `paths` (files named directly are always kept), sorted, without duplicates.
+    Globs match the file name or the path relative to the walked directory; hidden
+    directories are skipped."""
+    include, exclude = tuple(include), tuple(exclude)
+
+    def matches(rel: str, name: str, globs: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in globs)
+
+    found: dict[str, Path] = {}
+    for raw in paths:
+        root = Path(raw)
+        if root.is_file():
+            found.setdefault(source_name(root), root)
+            continue
+        if not root.is_dir():
+            raise LoadError(str(raw), "no such file or directory")
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+                continue
+            if p.is_file() and matches(rel, p.name, include) and not matches(rel, p.name, exclude):
+                found.setdefault(source_name(p), p)
+    return sorted(found.values(), key=source_name)
+
+
+def load(path: str | Path) -> Document:
+    """Load one file by its suffix. Raises LoadError for anything that is not usable text."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise LoadError(str(path), f"cannot read file: {e.strerror or e}") from e
+    if not data:
+        raise LoadError(str(path), "empty file (0 bytes)")
+    if suffix in PDF_SUFFIXES:
+        return load_pdf(path, data)
+    if suffix in MARKDOWN_SUFFIXES:
+        return load_markdown(path, data)
+    if suffix in TEXT_SUFFIXES:
+        return load_text(path, data)
+    raise LoadError(str(path), f"unsupported file type '{suffix or '(none)'}'")
+
+
+# ---------------------------------------------------------------- PDF
+
+
+def load_pdf(path: Path, data: bytes) -> Document:
+    import io
+
+    import pypdf
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PdfReadError
+
+    src = str(path)
+    if not data.lstrip()[:5].startswith(b"%PDF"):
+        raise LoadError(src, "not a PDF (no %PDF header): corrupt or mislabelled file")
+    # pypdf logs font and xref complaints per page; they are noise for the user.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if reader.is_encrypted:
+            try:
+                ok = reader.decrypt("")  # many PDFs only carry an owner password
+            except (DependencyError, NotImplementedError) as e:
+                raise LoadError(src, f"encrypted PDF that cannot be decrypted here: {e}") from e
+            if not ok:
+                raise LoadError(src, "encrypted PDF: a password is required")
+        raw = [page.extract_text() or "" for page in reader.pages]
+    except LoadError:
+        raise
+    except FileNotDecryptedError as e:
+        raise LoadError(src, "encrypted PDF: a password is required") from e
+    except LimitReachedError as e:
+        raise LoadError(src, f"PDF refused by pypdf (a safety limit was reached): {e}") from e
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            RecursionError, OSError, AssertionError, ZeroDivisionError) as e:
+        raise LoadError(src, f"corrupt or truncated PDF: {type(e).__name__}: {e}") from e
+    if not raw:
+        raise LoadError(src, "PDF has no pages")
+    texts = clean_pages(raw)
+    full = "\n\n".join(texts)
+    if not full.strip():
+        raise LoadError(src, f"no text layer ({len(raw)} page(s) of images only): needs OCR")
+    if looks_garbled(full):
+        raise LoadError(src, "garbled text layer (almost no recognisable words): not ingested; re-OCR the file")
+    warnings = []
+    empty = [i + 1 for i, t in enumerate(texts) if not t]
+    if empty:
+        warnings.append(f"{len(empty)} of {len(texts)} page(s) have no text layer (e.g. page {empty[0]})")
+    pages = [Page(number=i + 1, text=t) for i, t in enumerate(texts) if t]
+    return Document(source=source_name(path), file_hash=_sha256(data), pages=pages, warnings=warnings)
+
+
+# ---------------------------------------------------------------- text
+
+
+def decode_text(src: str, data: bytes) -> tuple[str, list[str]]:
+    """Decode bytes as text: BOM-marked UTF-8/16/32, else UTF-8, else cp1252 (warned).
+    Binary content raises LoadError."""
+    for bom, enc in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                     (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                return data.decode(enc), []
+            except UnicodeDecodeError as e:
+                raise LoadError(src, f"invalid {enc} text: {e.reason}") from e
+    head = data[:8192]
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    if b"\x00" in head or controls > 0.05 * len(head):
+        raise LoadError(src, "binary file, not text (has NUL or control bytes)")
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = data.decode("cp1252")
+        return text, ["not valid UTF-8: decoded as Windows-1252"]
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), ["not valid UTF-8: decoded as Latin-1"]
+
+
+def _text_document(path: Path, data: bytes, sections: list[tuple[str | None, str]],
+                   warnings: list[str]) -> Document:
+    pages = []
+    for section, body in sections:
+        text = normalize_whitespace(normalize_unicode(body))
+        if text:
+            pages.append(Page(number=1, text=text, section=section))
+    if not pages:
+        raise LoadError(str(path), "no text (only whitespace)")
+    return Document(source=source_name(path), file_hash=_sha256(data), pages=pages, warnings=warnings)
+
+
+def load_text(path: Path, data: bytes) -> Document:
+    text, warnings = decode_text(str(path), data)
+    return _text_document(path, data, [(None, text)], warnings)
+
+
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def markdown_sections(text: str) -> list[tuple[str | None, str]]:
+    """Split Markdown at ATX headings (outside code fences). Each part carries the heading
+    path, e.g. "Install > From source"; the heading line stays in its part's text."""
+    parts: list[tuple[str | None, list[str]]] = [(None, [])]
+    trail: list[tuple[int, str]] = []
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        m = None if in_fence else _HEADING.match(line)
+        if m:
+            level, title = len(m.group(1)), m.group(2).strip()
+            trail = [(lv, t) for lv, t in trail if lv < level] + [(level, title)]
+            parts.append((" > ".join(t for _, t in trail), [line]))
+        else:
+            parts[-1][1].append(line)
+    return [(sec, "\n".join(lines)) for sec, lines in parts if "".join(lines).strip()]
+
+
+def load_markdown(path: Path, data: bytes) -> Document:
+    text, warnings = decode_text(str(path), data)
+    return _text_document(path, data, markdown_sections(text), warnings)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def iter_documents(paths: Iterable[Path]) -> Iterator[Document | LoadError]:
+    """Load each path; a failure is yielded as its LoadError so the caller's job goes on."""
+    for p in paths:
+        try:
+            yield load(p)
+        except LoadError as e:
+            yield e

@@ -1,0 +1,91 @@
+"""What the core needs from a vector store. Connectors (Qdrant Edge, Qdrant server) implement it;
+the core never imports a connector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from rag.models import Chunk
+
+SCHEMA_VERSION = 1
+
+
+class TextIndexSettings(BaseModel):
+    """How the BM25 text index tokenizes chunk text. Fixed when the collection is created."""
+
+    tokenizer: Literal["word", "whitespace", "multilingual"] = "word"
+    lowercase: bool = True
+    ascii_folding: bool = True
+    stemmer: Literal["english"] | None = "english"
+    stopwords: Literal["english"] | None = "english"
+    min_token_len: int | None = None
+    max_token_len: int | None = 40
+
+    @classmethod
+    def plain(cls) -> TextIndexSettings:
+        """Default tokenization only: no stemmer, no stop words, no folding (what qdrant-client's
+        local mode can score)."""
+        return cls(stemmer=None, stopwords=None, ascii_folding=False, max_token_len=None)
+
+
+class CollectionInfo(BaseModel):
+    """Recorded with every collection, checked when it is opened again."""
+
+    schema_version: int = SCHEMA_VERSION
+    model: str = Field(description="encoder model id the vectors were made with")
+    dimension: int
+    text_index: TextIndexSettings = Field(default_factory=TextIndexSettings)
+    chunk_size: int = Field(description="chunk size in encoder tokens, fixed per collection")
+    chunk_overlap: int
+
+
+class FileVersion(BaseModel):
+    """Points of one source file stored under one file hash."""
+
+    file_hash: str
+    points: int
+    expected: int = Field(description="chunk count the file had when written (payload file_chunks)")
+
+
+class VectorStore(Protocol):
+    """One collection holding dense vectors, the chunk text with a BM25 index, and metadata."""
+
+    name: str
+    info: CollectionInfo
+
+    def file_versions(self, source: str) -> list[FileVersion]: ...
+
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None: ...
+
+    def delete_other_versions(self, source: str, keep_hash: str) -> None: ...
+
+    def delete_source(self, source: str) -> None: ...
+
+    def sources(self) -> set[str]: ...
+
+    def count(self) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def is_complete(versions: list[FileVersion], file_hash: str) -> bool:
+    """The store holds exactly one full copy of this version of the file and nothing else of it."""
+    return (len(versions) == 1 and versions[0].file_hash == file_hash
+            and versions[0].points == versions[0].expected)
+
+
+def versions_from_payloads(payloads: Iterable[dict | None]) -> list[FileVersion]:
+    """Group the (file_hash, file_chunks) payloads of one source's points by file hash."""
+    versions: dict[str, FileVersion] = {}
+    for p in payloads:
+        p = p or {}
+        h = p.get("file_hash", "")
+        v = versions.setdefault(h, FileVersion(file_hash=h, points=0, expected=int(p.get("file_chunks", -1))))
+        v.points += 1
+    return list(versions.values())
