@@ -19,7 +19,8 @@ from connectors.qdrant_schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEX
                                       chunk_payload)
 from rag.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreLockedError
 from rag.models import Chunk
-from rag.store import CollectionInfo, FileVersion, TextIndexSettings, versions_from_payloads
+from rag.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
+                       versions_from_payloads)
 
 META_FILE = "rag_collection.json"
 LOCK_FILE = ".rag.lock"
@@ -159,9 +160,55 @@ class EdgeStore:
     def count(self) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True)))
 
+    # ------------------------------------------------------------------ queries
+    def _condition(self, c: Condition):
+        qe = self._qe
+        if c.any is not None:
+            return qe.FieldCondition(key=c.key, match=qe.MatchAny(c.any))
+        if c.value is not None:
+            return qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value))
+        return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.gte, lte=c.lte))
+
+    def _request(self, spec: QuerySpec):
+        qe = self._qe
+        flt = qe.Filter(must=[self._condition(c) for c in spec.filter]) if spec.filter else None
+
+        def leg_query(leg):
+            if leg.kind == "dense":
+                return qe.Query.Nearest(leg.vector, using=DENSE)
+            return qe.TextQuery(TEXT_FIELD, leg.text)
+
+        if spec.fusion is None:
+            (leg,) = spec.legs
+            return qe.QueryRequest(limit=min(spec.limit, leg.limit), query=leg_query(leg), filter=flt,
+                                   with_payload=spec.with_payload,
+                                   with_vector=[DENSE] if spec.with_vectors else False)
+        fusion = (qe.Fusion.Rrf(k=spec.rrf_k, weights=spec.weights) if spec.fusion == "rrf"
+                  else qe.Fusion.Dbsf())
+        prefetches = [qe.Prefetch(limit=leg.limit, query=leg_query(leg), filter=flt) for leg in spec.legs]
+        return qe.QueryRequest(limit=spec.limit, query=fusion, prefetches=prefetches, filter=flt,
+                               with_payload=spec.with_payload,
+                               with_vector=[DENSE] if spec.with_vectors else False)
+
+    def query_batch(self, specs: list[QuerySpec]) -> list[list[Hit]]:
+        qe = self._qe
+        results = self._shard.query_batch(qe.QueryBatchRequest([self._request(s) for s in specs]))
+        return [[_hit(p) for p in points] for points in results]
+
+    def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]:
+        records = self._shard.retrieve(list(ids), with_payload=True,
+                                       with_vector=[DENSE] if with_vectors else False)
+        by_id = {str(r.id): r for r in records}
+        return [_hit(by_id[i], 0.0) for i in ids if i in by_id]
+
     # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
         self._shard.flush()
+
+    def optimize(self) -> None:
+        """Merge segments and build the HNSW index (blocking); queries on unindexed segments
+        fall back to a full scan."""
+        self._shard.optimize()
 
     def close(self) -> None:
         shard, self._shard = getattr(self, "_shard", None), None
@@ -184,6 +231,15 @@ class EdgeStore:
     def __del__(self):
         if getattr(self, "_shard", None) is not None:
             warnings.warn(f"EdgeStore {self.path} was not closed", ResourceWarning, stacklevel=1)
+
+
+def _hit(point, score: float | None = None) -> Hit:
+    vec = point.vector
+    if isinstance(vec, dict):
+        vec = vec.get(DENSE)
+    return Hit(id=str(point.id), score=float(point.score if score is None else score),
+               payload=dict(point.payload or {}),
+               vector=list(vec) if vec is not None else None)
 
 
 def _acquire_lock(folder: Path) -> int:

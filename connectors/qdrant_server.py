@@ -15,7 +15,8 @@ from connectors.qdrant_schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEX
                                       chunk_payload)
 from rag.errors import CollectionNotFoundError, ConfigError, StoreLockedError
 from rag.models import Chunk
-from rag.store import CollectionInfo, FileVersion, TextIndexSettings, versions_from_payloads
+from rag.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
+                       versions_from_payloads)
 
 
 def text_index_params(settings: TextIndexSettings):
@@ -60,19 +61,23 @@ class ClientStore:
             if "already accessed" in str(e):
                 raise StoreLockedError(f"store {path} is open in another process") from e
             raise
-        if self._client.collection_exists(name):
-            meta = self._client.get_collection(name).config.metadata or {}
-            if "rag" not in meta:
-                raise ConfigError(f"collection '{name}' exists but was not made by rag (no metadata)")
-            recorded = CollectionInfo.model_validate(meta["rag"])
-            if info is not None:
-                check_compatible(name, recorded, info)
-            self.info = recorded
-        elif create and info is not None:
-            self.info = info
-            self._create()
-        else:
-            raise CollectionNotFoundError(f"collection '{name}' does not exist on the Qdrant server")
+        try:
+            if self._client.collection_exists(name):
+                meta = self._client.get_collection(name).config.metadata or {}
+                if "rag" not in meta:
+                    raise ConfigError(f"collection '{name}' exists but was not made by rag (no metadata)")
+                recorded = CollectionInfo.model_validate(meta["rag"])
+                if info is not None:
+                    check_compatible(name, recorded, info)
+                self.info = recorded
+            elif create and info is not None:
+                self.info = info
+                self._create()
+            else:
+                raise CollectionNotFoundError(f"collection '{name}' does not exist on the Qdrant server")
+        except BaseException:
+            self.close()  # a refused open must not keep the client (in local mode: the folder's lock)
+            raise
 
     def _create(self) -> None:
         m = self._m
@@ -129,8 +134,49 @@ class ClientStore:
     def count(self) -> int:
         return int(self._client.count(self.name, exact=True).count)
 
+    def _condition(self, c: Condition):
+        m = self._m
+        if c.any is not None:
+            return m.FieldCondition(key=c.key, match=m.MatchAny(any=c.any))
+        if c.value is not None:
+            return m.FieldCondition(key=c.key, match=m.MatchValue(value=c.value))
+        return m.FieldCondition(key=c.key, range=m.Range(gte=c.gte, lte=c.lte))
+
+    def _request(self, spec: QuerySpec):
+        m = self._m
+        flt = m.Filter(must=[self._condition(c) for c in spec.filter]) if spec.filter else None
+        with_vectors = [DENSE] if spec.with_vectors else False
+
+        def leg_args(leg):
+            if leg.kind == "dense":
+                return {"query": leg.vector, "using": DENSE}
+            return {"query": m.TextQuery(text=leg.text), "using": TEXT_FIELD}
+
+        if spec.fusion is None:
+            (leg,) = spec.legs
+            return m.QueryRequest(limit=min(spec.limit, leg.limit), filter=flt, with_payload=spec.with_payload,
+                                  with_vector=with_vectors, **leg_args(leg))
+        fusion = (m.RrfQuery(rrf=m.Rrf(k=spec.rrf_k, weights=spec.weights)) if spec.fusion == "rrf"
+                  else m.FusionQuery(fusion=m.Fusion.DBSF))
+        prefetch = [m.Prefetch(limit=leg.limit, filter=flt, **leg_args(leg)) for leg in spec.legs]
+        return m.QueryRequest(limit=spec.limit, query=fusion, prefetch=prefetch, filter=flt,
+                              with_payload=spec.with_payload, with_vector=with_vectors)
+
+    def query_batch(self, specs: list[QuerySpec]) -> list[list[Hit]]:
+        responses = self._client.query_batch_points(self.name, [self._request(s) for s in specs])
+        return [[_hit(p, p.score) for p in r.points] for r in responses]
+
+    def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]:
+        records = self._client.retrieve(self.name, list(ids), with_payload=True,
+                                        with_vectors=[DENSE] if with_vectors else False)
+        by_id = {str(r.id): r for r in records}
+        return [_hit(by_id[i], 0.0) for i in ids if i in by_id]
+
     def flush(self) -> None:
         pass  # the server persists each acknowledged write (wait=True)
+
+    def optimize(self) -> None:
+        pass  # the server's optimizers run in the background
 
     def close(self) -> None:
         client, self._client = getattr(self, "_client", None), None
@@ -142,3 +188,9 @@ class ClientStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _hit(point, score: float) -> Hit:
+    vec = point.vector.get(DENSE) if isinstance(point.vector, dict) else point.vector
+    return Hit(id=str(point.id), score=float(score), payload=dict(point.payload or {}),
+               vector=list(vec) if vec is not None else None)

@@ -50,7 +50,99 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("search", help="search a collection (dense, BM25 or hybrid)")
+    p.add_argument("query")
+    _store_args(p)
+    _retriever_args(p)
+    p.add_argument("-k", "--top-k", type=int, default=10, help="results to show (default: %(default)s)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="payload filter on both legs, repeatable: source=PATH, page=3 or 2-5, section=...")
+    p.add_argument("--explain", action="store_true", help="show each leg's rank and score")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="evaluate retrieval on a BEIR-format folder")
+    esub = p.add_subparsers(dest="what", required=True)
+    e = esub.add_parser("retrieval", help="nDCG@10, recall@10/100, MRR@10 for dense, bm25 and hybrid")
+    e.add_argument("folder", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    e.add_argument("--split", default="test", help="qrels split (default: %(default)s)")
+    _store_args(e)
+    e.set_defaults(collection=None)
+    _retriever_args(e)
+    e.add_argument("--modes", default="dense,bm25,hybrid", help="comma-separated (default: %(default)s)")
+    e.add_argument("--out", metavar="JSON", help="write the report as JSON here")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_eval_retrieval)
     return parser
+
+
+def _retriever_args(p: argparse.ArgumentParser) -> None:
+    from rag.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
+
+    g = p.add_argument_group("retrieval (defaults chosen on SciFact train queries)")
+    g.add_argument("--mode", choices=("dense", "bm25", "hybrid"), default="hybrid")
+    g.add_argument("--fusion", choices=("rrf", "wsf", "dbsf"), default=DEFAULT_FUSION,
+                   help="rrf (reciprocal rank, k=--rrf-k), wsf (min-max weighted scores), dbsf "
+                        "(distribution-based) (default: %(default)s)")
+    g.add_argument("--rrf-k", type=int, default=60, help="RRF k, 1-based ranks (default: %(default)s)")
+    g.add_argument("--weights", default=",".join(f"{w:g}" for w in DEFAULT_WEIGHTS), metavar="DENSE,BM25",
+                   help="per-leg weights (default: %(default)s)")
+    g.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
+                   help="candidate depth per leg (default: %(default)s)")
+    g.add_argument("--mmr", type=float, metavar="LAMBDA", help="diversify with MMR (e.g. 0.7)")
+
+
+def _retriever_settings(args) -> dict:
+    from rag.errors import ConfigError
+
+    try:
+        weights = tuple(float(w) for w in args.weights.split(","))
+    except ValueError:
+        raise ConfigError(f"--weights '{args.weights}' is not two numbers like 1,1") from None
+    if len(weights) != 2:
+        raise ConfigError(f"--weights '{args.weights}' needs two numbers: dense,bm25")
+    return {"fusion": args.fusion, "rrf_k": args.rrf_k, "weights": weights,
+            "candidates": args.candidates, "mmr_lambda": args.mmr}
+
+
+def cmd_search(args) -> int:
+    from pipelines.progress import print_search_response
+    from pipelines.stores import open_store
+    from rag.encoder import SentenceEncoder
+    from rag.retrieval import Retriever
+
+    settings = _retriever_settings(args)
+    vs = open_store(_store_settings(args))
+    try:
+        retriever = Retriever(vs, SentenceEncoder(vs.info.model), mode=args.mode, top_k=args.top_k, **settings)
+        resp = retriever.search(args.query, filters=args.filter, explain=args.explain)
+    finally:
+        vs.close()
+    if args.json:
+        print(resp.model_dump_json(indent=2))
+    else:
+        print_search_response(resp, explain=args.explain)
+    return 0
+
+
+def cmd_eval_retrieval(args) -> int:
+    from pathlib import Path
+
+    from pipelines.evaluate import eval_retrieval, print_eval_report
+    from pipelines.stores import StoreSettings
+
+    settings = _retriever_settings(args)
+    store = StoreSettings(store_dir=args.store, url=args.url, local_path=args.qdrant_path,
+                          collection=args.collection or f"beir-{Path(args.folder).resolve().name}")
+    report = eval_retrieval(args.folder, split=args.split, store=store,
+                            modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+                            retriever_settings=settings, progress=not args.no_progress)
+    print_eval_report(report)
+    if args.out:
+        Path(args.out).write_text(report.model_dump_json(indent=2))
+        print(f"wrote {args.out}")
+    return 0
 
 
 def cmd_ingest(args) -> int:

@@ -28,7 +28,7 @@ from rag.chunking import Chunker
 from rag.encoder import SentenceEncoder
 from rag.errors import LoadError
 from rag.loaders import DEFAULT_INCLUDE, find_files, load, source_name
-from rag.models import Chunk
+from rag.models import Chunk, Document
 from rag.store import CollectionInfo, TextIndexSettings, VectorStore, is_complete
 from pipelines.stores import StoreSettings, open_store
 
@@ -97,6 +97,18 @@ def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length
     """Child process: load and chunk files, put (path, doc, chunks, reason) on `out`, then None.
     A process, not a thread: pypdf holds the GIL, which would stall the encoder's many small
     torch calls. Runs at lower CPU priority so the encoder keeps its cores."""
+    import threading
+
+    def watch_parent() -> None:  # the job was killed: stop, write nothing
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    # A watchdog thread rather than a check before each put: after its last put the process
+    # waits, at exit, for the queue's feeder thread to flush into the pipe, which never
+    # happens once the reader is dead (the loader would linger forever).
+    threading.Thread(target=watch_parent, name="rag-loader-watchdog", daemon=True).start()
+
     from transformers import AutoTokenizer
 
     from rag.encoder import resolve_model
@@ -114,16 +126,6 @@ def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length
     counter.max_seq_length = max_seq_length
     chunker = Chunker.from_dict(chunker_cfg)
 
-    def put(item) -> None:
-        while True:
-            if os.getppid() != parent:  # the job was killed: stop, write nothing
-                os._exit(0)
-            try:
-                out.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
     for p in paths:
         try:
             doc = load(p)
@@ -132,8 +134,8 @@ def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length
             item = (p, None, [], e.reason)
         except Exception as e:  # a loader bug must not end the whole job
             item = (p, None, [], f"unexpected error: {type(e).__name__}: {e}")
-        put(item)
-    put(None)
+        out.put(item)
+    out.put(None)
 
 
 def _loaded(paths: list[Path], chunker: Chunker, encoder: SentenceEncoder):
@@ -199,11 +201,7 @@ def ingest(
             report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
     files = list({source_name(p): p for p in files}.values())
 
-    size, _ = chunker.limits(encoder)
-    info = CollectionInfo(model=encoder.model_id, dimension=encoder.dimension,
-                          text_index=text_index or TextIndexSettings(),
-                          chunk_size=size, chunk_overlap=chunker.chunk_overlap)
-    vs = open_store(store_settings, info=info, create=True)
+    vs = _open_for_writing(store_settings, encoder, chunker, text_index)
     write = _Writer(vs)
     try:
         todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
@@ -220,9 +218,14 @@ def ingest(
                 report.outcomes.append(FileOutcome(source=src, status="unchanged", chunks=versions[0].points))
             else:
                 todo.append((p, any(v.file_hash != digest for v in versions)))
-        _run(todo, encoder, chunker, vs, write, report, batch_size, progress)
+        items = ((source_name(p), doc, chunks, reason)
+                 for p, doc, chunks, reason in _loaded([p for p, _ in todo], chunker, encoder))
+        _run(items, len(todo), {source_name(p): old for p, old in todo}, encoder, write, report,
+             batch_size, progress)
         if prune:
             _prune(paths, files, vs, write, report)
+        if report.chunks_written:
+            vs.optimize()
         vs.flush()
         report.total_points = vs.count()
     finally:
@@ -231,10 +234,60 @@ def ingest(
     return report
 
 
-def _run(todo, encoder, chunker, vs, write, report, batch_size, progress) -> None:
+def _open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker: Chunker,
+                      text_index: TextIndexSettings | None) -> VectorStore:
+    size, _ = chunker.limits(encoder)
+    info = CollectionInfo(model=encoder.model_id, dimension=encoder.dimension,
+                          text_index=text_index or TextIndexSettings(),
+                          chunk_size=size, chunk_overlap=chunker.chunk_overlap)
+    return open_store(settings, info=info, create=True)
+
+
+def ingest_documents(
+    docs: Iterable[Document],
+    encoder: SentenceEncoder | None = None,
+    store: StoreSettings | None = None,
+    chunker: Chunker | None = None,
+    text_index: TextIndexSettings | None = None,
+    batch_size: int = 128,
+    progress: bool = True,
+) -> IngestReport:
+    """Ingest documents made in memory (e.g. a BEIR corpus), with the same idempotency as files:
+    a document whose source already holds exactly its current version is left alone."""
+    encoder = encoder or SentenceEncoder()
+    store_settings = store or StoreSettings()
+    chunker = chunker or Chunker()
+    started = time.perf_counter()
+    report = IngestReport(collection=store_settings.describe())
+    vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+    try:
+        todo: list[Document] = []
+        had_old: dict[str, bool] = {}
+        for doc in docs:
+            versions = vs.file_versions(doc.source)
+            if is_complete(versions, doc.file_hash):
+                report.outcomes.append(FileOutcome(source=doc.source, status="unchanged",
+                                                   chunks=versions[0].points))
+            else:
+                todo.append(doc)
+                had_old[doc.source] = bool(versions)
+        items = ((d.source, d, chunker.split(d, encoder), None) for d in todo)
+        _run(items, len(todo), had_old, encoder, _Writer(vs), report, batch_size, progress)
+        if report.chunks_written:
+            vs.optimize()
+        vs.flush()
+        report.total_points = vs.count()
+    finally:
+        vs.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, batch_size, progress) -> None:
+    """Encode and write the chunks of `items` ((source, doc, chunks, failure reason) tuples);
+    a source is finished (old versions deleted, outcome recorded) once all its chunks are written."""
     from pipelines.progress import ingest_progress
 
-    had_old = {source_name(p): old for p, old in todo}
     pending: list[Chunk] = []
     remaining: dict[str, int] = {}  # chunks of each file still to be written
     totals: dict[str, int] = {}
@@ -261,9 +314,8 @@ def _run(todo, encoder, chunker, vs, write, report, batch_size, progress) -> Non
                                                chunks=totals[src], warnings=warnings.pop(src, [])))
             bar.advance_file()
 
-    with ingest_progress(len(todo), enabled=progress) as bar:
-        for path, doc, chunks, reason in _loaded([p for p, _ in todo], chunker, encoder):
-            src = source_name(path)
+    with ingest_progress(total, enabled=progress) as bar:
+        for src, doc, chunks, reason in items:
             if doc is None or not chunks:
                 report.outcomes.append(FileOutcome(source=src, status="failed",
                                                    reason=reason or "no text to index after clean-up"))

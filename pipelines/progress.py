@@ -81,3 +81,61 @@ def print_ingest_report(report, out: Console | None = None) -> None:
             for msg in o.warnings:
                 w.add_row(o.source, msg)
         out.print(w)
+
+
+def highlight(text: str, query: str, width: int = 300) -> str:
+    """A snippet around the first query term, with query terms (and their inflections:
+    words sharing the first 4+ letters) in bold, as rich markup."""
+    import re
+
+    from rich.markup import escape
+
+    terms = {t.lower() for t in re.findall(r"\w+", query) if len(t) > 2}
+    stems = {t[:max(4, len(t) - 3)] for t in terms}
+
+    def is_term(w: str) -> bool:
+        w = w.lower()
+        return w in terms or any(len(s) >= 4 and w.startswith(s) for s in stems)
+
+    words = list(re.finditer(r"\w+", text))
+    first = next((m.start() for m in words if is_term(m.group())), 0)
+    start = max(0, first - width // 3)
+    snippet = text[start:start + width]
+    out, pos = [], 0
+    for m in re.finditer(r"\w+", snippet):
+        out.append(escape(snippet[pos:m.start()]))
+        out.append(f"[bold yellow]{escape(m.group())}[/]" if is_term(m.group()) else escape(m.group()))
+        pos = m.end()
+    out.append(escape(snippet[pos:]))
+    return ("…" if start else "") + "".join(out) + ("…" if start + width < len(text) else "")
+
+
+def print_search_response(resp, explain: bool = False, out: Console | None = None) -> None:
+    from pathlib import Path
+
+    from rich.table import Table
+
+    out = out or Console()
+    title = f"{resp.mode}" + (f" ({resp.fusion})" if resp.fusion else "") + f": {resp.query}"
+    t = Table(title=title, title_justify="left", show_lines=True)
+    t.add_column("#", justify="right")
+    t.add_column("score", justify="right")
+    t.add_column("source:page", overflow="fold")
+    if explain:
+        t.add_column("dense rank/score", justify="right")
+        t.add_column("bm25 rank/score", justify="right")
+    t.add_column("text")
+    for r in resp.results:
+        pages = str(r.page_start) if r.page_start == r.page_end else f"{r.page_start}-{r.page_end}"
+        row = [str(r.rank), f"{r.score:.4f}", f"{Path(r.source).name}:{pages}"]
+        if explain:
+            for leg in ("dense", "bm25"):
+                x = r.legs.get(leg)
+                row.append(f"{x.rank} / {x.score:.3f}" if x else "-")
+        row.append(highlight(r.text, resp.query))
+        t.add_row(*row)
+    out.print(t)
+    for note in resp.notes:
+        out.print(f"[dim]note: {note}[/]")
+    if not resp.results:
+        out.print("no results")

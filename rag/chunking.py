@@ -45,6 +45,7 @@ class _Unit:
     page: int
     section: str | None
     tokens: int  # content tokens, without the special tokens
+    part: int = 0  # index of the document part (page or Markdown section) it comes from
 
 
 def chunk_id(source: str, char_start: int, char_end: int, text: str) -> str:
@@ -123,19 +124,19 @@ class Chunker:
         return chunks
 
     def _units(self, text, pages, encoder: Tokenizes, budget: int) -> list[_Unit]:
-        raw: list[tuple[int, int, int, str | None]] = []
-        for start, end, number, section in pages:
+        raw: list[tuple[int, int, int, str | None, int]] = []
+        for part, (start, end, number, section) in enumerate(pages):
             for s, e in _sentence_spans(text[start:end], start):
-                raw.append((s, e, number, section))
-        counts = encoder.count_tokens([text[s:e] for s, e, _, _ in raw])
+                raw.append((s, e, number, section, part))
+        counts = encoder.count_tokens([text[s:e] for s, e, _, _, _ in raw])
         special = encoder.count_tokens([""])[0]
         units: list[_Unit] = []
-        for (s, e, page, section), n in zip(raw, counts):
+        for (s, e, page, section, part), n in zip(raw, counts):
             n -= special
             if n <= budget:
-                units.append(_Unit(s, e, page, section, n))
+                units.append(_Unit(s, e, page, section, n, part))
             else:
-                units.extend(_Unit(a, b, page, section, k)
+                units.extend(_Unit(a, b, page, section, k, part)
                              for a, b, k in _split_long(text, s, e, encoder, budget))
         return units
 
@@ -145,7 +146,10 @@ class Chunker:
         used = 0
         fresh = 0  # units in `current` not carried over as overlap
         for u in units:
-            boundary = current and (u.section != current[-1].section)
+            # a new Markdown section, even one with the same heading path as the last
+            last = current[-1] if current else None
+            boundary = last is not None and (u.section != last.section or (
+                u.section is not None and u.part != last.part))
             # +1 per joint: a space between sentences can cost a token in some tokenizers
             if current and (boundary or used + u.tokens + 1 > budget):
                 if fresh:
@@ -219,6 +223,7 @@ def _split_long(text: str, start: int, end: int, encoder: Tokenizes,
     enc = encoder.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True,
                             truncation=False, verbose=False)
     offsets = enc["offset_mapping"]
+    special = encoder.count_tokens([""])[0]
     out, i, n = [], 0, len(offsets)
     while i < n:
         j = min(i + budget, n)
@@ -229,9 +234,15 @@ def _split_long(text: str, start: int, end: int, encoder: Tokenizes,
                 k -= 1
             if k > i + budget // 2:
                 j = k
-        a = offsets[i][0]
-        b = offsets[j - 1][1]
-        out.append((start + a, start + b, j - i))
+        # A piece cut inside a word can take more tokens on its own ("##xy" becomes "x", "##y"):
+        # count it as the encoder will see it and give back the excess.
+        while True:
+            a, b = offsets[i][0], offsets[j - 1][1]
+            k = encoder.count_tokens([piece[a:b]])[0] - special
+            if k <= budget or j - i == 1:
+                break
+            j -= min(k - budget, j - i - 1)
+        out.append((start + a, start + b, k))
         i = j
     return out
 

@@ -161,7 +161,7 @@ def _text_document(path: Path, data: bytes, sections: list[tuple[str | None, str
                    warnings: list[str]) -> Document:
     pages = []
     for section, body in sections:
-        text = normalize_whitespace(normalize_unicode(body))
+        text = normalize_whitespace(normalize_unicode(body, recompose_accents=False))
         if text:
             pages.append(Page(number=1, text=text, section=section))
     if not pages:
@@ -174,7 +174,8 @@ def load_text(path: Path, data: bytes) -> Document:
     return _text_document(path, data, [(None, text)], warnings)
 
 
-_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
+# A closing run of '#' counts only after a space (CommonMark): "# Using C#" keeps its '#'.
+_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 

@@ -69,7 +69,13 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
+    def query_batch(self, specs: list[QuerySpec]) -> list[list[Hit]]: ...
+
+    def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]: ...
+
     def flush(self) -> None: ...
+
+    def optimize(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -89,3 +95,45 @@ def versions_from_payloads(payloads: Iterable[dict | None]) -> list[FileVersion]
         v = versions.setdefault(h, FileVersion(file_hash=h, points=0, expected=int(p.get("file_chunks", -1))))
         v.points += 1
     return list(versions.values())
+
+
+# ---------------------------------------------------------------- queries
+
+
+class Condition(BaseModel):
+    """One payload condition: `value` (equality), `any` (one of), or a range (`gte`/`lte`)."""
+
+    key: str
+    value: str | int | None = None
+    any: list[str] | list[int] | None = None
+    gte: float | None = None
+    lte: float | None = None
+
+
+class Leg(BaseModel):
+    """One retrieval leg: dense (a query vector) or text (BM25 over the chunk text index)."""
+
+    kind: Literal["dense", "text"]
+    vector: list[float] | None = None
+    text: str | None = None
+    limit: int = Field(gt=0)
+
+
+class QuerySpec(BaseModel):
+    """Legs, optionally fused inside the engine (rrf with k and weights, or dbsf)."""
+
+    legs: list[Leg]
+    fusion: Literal["rrf", "dbsf"] | None = None
+    rrf_k: int = 60
+    weights: list[float] | None = None
+    limit: int = Field(gt=0)
+    filter: list[Condition] = Field(default_factory=list)
+    with_payload: bool = True
+    with_vectors: bool = False
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+    payload: dict
+    vector: list[float] | None = None

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -24,35 +25,58 @@ _SPACING_ACCENTS = {
     "\u02c7": "\u030c",  # ˇ caron
     "\u00b8": "\u0327",  # ¸ cedilla
 }
-_ACCENT_BEFORE_LETTER = re.compile("([\u00a8\u00b4`\u02c6\u02dc\u02c7\u00b8]) ?([A-Za-z])")
+# A backtick only counts as a grave accent inside a word ("deuxi`eme"): elsewhere it is Markdown
+# or code ("run `ls` now"). TeX puts accents on a dotless i ("na\u00a8\u0131ve").
+_ACCENT_BEFORE_LETTER = re.compile(
+    "([\u00a8\u00b4\u02c6\u02dc\u02c7\u00b8]) ?([A-Za-z\u0131])|(?<=[A-Za-z])(`)([A-Za-z\u0131])")
+_SPACING_ACCENT_SPLIT = re.compile("([\u00a8\u00b4\u02c6\u02dc\u02c7\u00b8])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u00ad\u200b\ufeff]")
 _LINE_HYPHEN = re.compile(r"(\w+)-[ \t]*\n[ \t]*(\w+)")
 _WORD = re.compile(r"\w+(?:-\w+)*")
 
 
 def _recompose_accent(m: re.Match[str]) -> str:
-    accent, letter = m.group(1), m.group(2)
-    composed = unicodedata.normalize("NFC", letter + _SPACING_ACCENTS[accent])
+    accent, letter = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    base = "i" if letter == "\u0131" else letter
+    composed = unicodedata.normalize("NFC", base + _SPACING_ACCENTS[accent])
     # Keep the original when no precomposed letter exists (e.g. a real backtick before code).
     return composed if len(composed) == 1 else m.group(0)
 
 
-def normalize_unicode(text: str) -> str:
-    # Recompose before NFKC: NFKC turns U+00A8 into " \u0308", losing the pairing.
-    text = _ACCENT_BEFORE_LETTER.sub(_recompose_accent, text)
-    text = unicodedata.normalize("NFKC", text)
+def normalize_unicode(text: str, recompose_accents: bool = True) -> str:
+    """NFKC and control characters. `recompose_accents` is for PDF text layers (TeX's "Universit¨at");
+    typed text uses ´ and ` as apostrophes ("it´s"), so text files leave them alone."""
+    if recompose_accents:
+        # Recompose before NFKC: NFKC turns U+00A8 into " \u0308", losing the pairing.
+        text = unicodedata.normalize("NFKC", _ACCENT_BEFORE_LETTER.sub(_recompose_accent, text))
+    else:
+        # NFKC would also split a lone ´ into " \u0301": normalise around the spacing accents.
+        parts = _SPACING_ACCENT_SPLIT.split(text)
+        text = "".join(p if p in _SPACING_ACCENTS else unicodedata.normalize("NFKC", p) for p in parts)
     return _CONTROL.sub("", text)
 
 
+def _same_word(a: str, b: str) -> bool:
+    """Two forms of one word ("tune", "tuned", "tuning"): equal, or a long enough common start."""
+    n = len(os.path.commonprefix([a, b]))
+    return a == b or (n >= 3 and n >= min(len(a), len(b)) - 2)
+
+
 def dehyphenate(text: str, vocabulary: set[str]) -> str:
-    """Re-join `word-\\nword`. Keep the hyphen when the document uses the hyphenated compound
-    elsewhere and never the closed form; otherwise join (a syllable break)."""
+    """Re-join `word-\\nword`. Keep the hyphen when the document writes the compound with a hyphen
+    elsewhere (also inflected, "fine-\\ntuned" beside "fine-tune", or inside a longer compound,
+    "state-of-the-\\nart") and never the closed form; otherwise join (a syllable break)."""
+    seconds: dict[str, set[str]] = {}  # "fine" -> {"tune"}, for each hyphen in a compound
+    for word in vocabulary:
+        parts = word.split("-")
+        for a, b in zip(parts, parts[1:]):
+            seconds.setdefault(a, set()).add(b)
 
     def join(m: re.Match[str]) -> str:
         left, right = m.group(1), m.group(2)
-        hyphenated = f"{left}-{right}".lower()
         closed = f"{left}{right}".lower()
-        if hyphenated in vocabulary and closed not in vocabulary:
+        known = seconds.get(left.lower(), ())
+        if closed not in vocabulary and any(_same_word(right.lower(), s) for s in known):
             return f"{left}-{right}"
         return f"{left}{right}"
 

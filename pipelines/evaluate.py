@@ -1,0 +1,140 @@
+"""`rag eval retrieval DIR`: BEIR-style evaluation of dense, BM25 and hybrid retrieval.
+
+The corpus is ingested into its own collection (`beir-<folder name>`; unchanged documents are
+skipped on later runs), each query's chunk hits are collapsed to documents (a document ranks
+where its best chunk ranks), and nDCG@10, recall@10, recall@100 and MRR@10 are reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rag.beir import BeirDataset, corpus_documents, count_corpus, load_beir
+from rag.chunking import Chunker
+from rag.encoder import SentenceEncoder
+from rag.metrics import evaluate
+from rag.retrieval import Retriever
+from pipelines.ingest import ingest_documents
+from pipelines.stores import StoreSettings, open_store
+
+DOC_DEPTH = 100  # documents per query, for recall@100
+
+
+class ModeResult(BaseModel):
+    mode: str
+    metrics: dict[str, float]
+    seconds: float
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalReport(BaseModel):
+    dataset: str
+    split: str
+    queries: int
+    collection: str
+    results: list[ModeResult]
+    ingest: dict[str, int] = Field(default_factory=dict)
+
+
+def collapse(sources: Sequence[str], depth: int = DOC_DEPTH) -> list[str]:
+    """Chunk sources, best first -> unique document ids, best first."""
+    return list(dict.fromkeys(sources))[:depth]
+
+
+def run_queries(retriever: Retriever, data: BeirDataset, mode: str, vectors=None, chunk_depth: int = 300,
+                batch: int = 64, progress=None) -> dict[str, list[str]]:
+    qids = list(data.queries)
+    run: dict[str, list[str]] = {}
+    for start in range(0, len(qids), batch):
+        ids = qids[start:start + batch]
+        responses = retriever.search_batch(
+            [data.queries[q] for q in ids], top_k=chunk_depth, mode=mode,
+            vectors=None if vectors is None else vectors[start:start + batch])
+        for q, resp in zip(ids, responses):
+            run[q] = collapse([r.source for r in resp.results])
+        if progress is not None:
+            progress(len(ids))
+    return run
+
+
+def eval_retrieval(
+    folder: str,
+    split: str = "test",
+    encoder: SentenceEncoder | None = None,
+    store: StoreSettings | None = None,
+    chunker: Chunker | None = None,
+    modes: Sequence[str] = ("dense", "bm25", "hybrid"),
+    retriever_settings: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> EvalReport:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    from pipelines.progress import console
+
+    data = load_beir(folder, split)
+    encoder = encoder or SentenceEncoder()
+    store = store or StoreSettings(collection=f"beir-{data.name}")
+    n_docs = count_corpus(folder)
+    rep = ingest_documents(corpus_documents(folder), encoder=encoder, store=store, chunker=chunker,
+                           progress=progress)
+    settings = dict(retriever_settings or {})
+    chunk_depth = max(300, settings.get("candidates", 0))
+    results = []
+    vs = open_store(store)
+    try:
+        t0 = time.perf_counter()
+        vectors = encoder.encode(list(data.queries.values()))
+        encode_s = time.perf_counter() - t0
+        with Progress(TextColumn("[bold]eval {task.fields[mode]}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("queries"), TimeRemainingColumn(), console=console,
+                      disable=not progress) as bar:
+            for mode in modes:
+                retriever = Retriever(vs, encoder, mode=mode, **settings)
+                task = bar.add_task("eval", total=len(data.queries), mode=mode)
+                t0 = time.perf_counter()
+                run = run_queries(retriever, data, mode, vectors=None if mode == "bm25" else vectors,
+                                  chunk_depth=chunk_depth,
+                                  progress=lambda n, task=task: bar.advance(task, n))
+                seconds = time.perf_counter() - t0 + (0 if mode == "bm25" else encode_s)
+                used = retriever.to_dict()["init_parameters"]
+                results.append(ModeResult(mode=mode, metrics=evaluate(run, data.qrels), seconds=seconds,
+                                          settings={k: used[k] for k in ("fusion", "rrf_k", "weights", "candidates")}
+                                          if mode == "hybrid" else {"candidates": used["candidates"]}))
+    finally:
+        vs.close()
+    return EvalReport(dataset=data.root, split=split, queries=len(data.queries), collection=store.describe(),
+                      results=results, ingest={**rep.counts(), "documents": n_docs,
+                                               "points": rep.total_points})
+
+
+def print_eval_report(report: EvalReport, out=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = out or Console()
+    t = Table(title=f"{report.dataset} ({report.split}, {report.queries} queries) — {report.collection}",
+              title_justify="left")
+    t.add_column("mode")
+    for m in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+        t.add_column(m, justify="right")
+    t.add_column("queries/s", justify="right")
+    t.add_column("settings")
+    for r in report.results:
+        t.add_row(r.mode, *(f"{r.metrics[m]:.4f}" for m in ("ndcg@10", "recall@10", "recall@100", "mrr@10")),
+                  f"{report.queries / r.seconds:.0f}" if r.seconds else "-",
+                  _describe(r.settings))
+    out.print(t)
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    parts = []
+    if "fusion" in settings:
+        parts.append(settings["fusion"] + (f" k={settings['rrf_k']}" if settings["fusion"] == "rrf" else ""))
+        parts.append("w=" + ",".join(f"{w:g}" for w in settings["weights"]))
+    parts.append(f"c={settings['candidates']}")
+    return " ".join(parts)
