@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", metavar="JSON", help="write the report as JSON here")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_eval_retrieval)
+    e = esub.add_parser("sts", help="Spearman and Pearson of cosine similarity against STS gold scores")
+    e.add_argument("file", help="STS-B format file (tab-separated: ..., score, sentence 1, sentence 2)")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="encoder: hub name or local folder (default: %(default)s)")
+    e.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval_sts)
     return parser
 
 
@@ -170,6 +176,25 @@ def cmd_ingest(args) -> int:
     else:
         print_ingest_report(report)
     return 1 if report.failed else 0
+
+
+def cmd_eval_sts(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rag.encoder import SentenceEncoder
+    from rag.sts import evaluate_sts
+
+    result = evaluate_sts(SentenceEncoder(args.model, device=args.device), args.file)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+        return 0
+    t = Table(title=f"STS: {args.file} ({args.model})", title_justify="left")
+    for c in ("pairs", "spearman", "pearson"):
+        t.add_column(c, justify="right")
+    t.add_row(str(result.pairs), f"{result.spearman:.4f}", f"{result.pearson:.4f}")
+    Console().print(t)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
