@@ -94,7 +94,9 @@ def eval_retrieval(
                       TextColumn("queries"), TimeRemainingColumn(), console=console,
                       disable=not progress) as bar:
             for mode in modes:
-                retriever = Retriever(vs, encoder, mode=mode, **settings)
+                # A single leg is searched as deep as recall@100 needs; hybrid keeps its settings.
+                deep = {**settings, "candidates": chunk_depth} if mode != "hybrid" else settings
+                retriever = Retriever(vs, encoder, mode=mode, **deep)
                 task = bar.add_task("eval", total=len(data.queries), mode=mode)
                 t0 = time.perf_counter()
                 run = run_queries(retriever, data, mode, vectors=None if mode == "bm25" else vectors,

@@ -92,11 +92,11 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length: int,
-                 out, parent: int) -> None:
-    """Child process: load and chunk files, put (path, doc, chunks, reason) on `out`, then None.
-    A process, not a thread: pypdf holds the GIL, which would stall the encoder's many small
-    torch calls. Runs at lower CPU priority so the encoder keeps its cores."""
+def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> None:
+    """Child process: wait for ([paths], max_seq_length) on `requests`, then load and chunk the
+    files, putting (path, doc, chunks, reason) on `out`, then None. A process, not a thread:
+    pypdf holds the GIL, which would stall the encoder's many small torch calls. Runs at lower
+    CPU priority so the encoder keeps its cores."""
     import threading
 
     def watch_parent() -> None:  # the job was killed: stop, write nothing
@@ -123,8 +123,8 @@ def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length
 
     counter = Counter()
     counter.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
-    counter.max_seq_length = max_seq_length
     chunker = Chunker.from_dict(chunker_cfg)
+    paths, counter.max_seq_length = requests.get()
 
     for p in paths:
         try:
@@ -138,39 +138,49 @@ def _loader_main(paths: list[str], chunker_cfg: dict, model: str, max_seq_length
     out.put(None)
 
 
-def _loaded(paths: list[Path], chunker: Chunker, encoder: SentenceEncoder):
-    """Yield (path, doc, chunks, reason) from a loader process, in order."""
-    import multiprocessing as mp
+IDLE = "idle"  # yielded by _LoaderProcess.items when no file is ready yet
 
-    if not paths:
-        return
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue(maxsize=8)
-    proc = ctx.Process(target=_loader_main, daemon=True, name="rag-loader",
-                       args=([str(p) for p in paths], chunker.to_dict(), encoder.model,
-                             encoder.max_seq_length, q, os.getpid()))
-    proc.start()
-    seen = 0
-    try:
-        while True:
+
+class _LoaderProcess:
+    """Loads and chunks files in a separate, lower-priority process. Started before the model
+    loads, so that its own imports overlap that; told which files to read once the store has
+    been checked."""
+
+    def __init__(self, model: str, chunker: Chunker):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._requests, self._out = ctx.Queue(), ctx.Queue(maxsize=8)
+        self._proc = ctx.Process(target=_loader_main, daemon=True, name="rag-loader",
+                                 args=(self._requests, self._out, chunker.to_dict(), model, os.getpid()))
+        self._proc.start()
+
+    def items(self, paths: list[Path], max_seq_length: int):
+        """Yield (path, doc, chunks, reason) in order, and IDLE whenever nothing is ready yet
+        (the caller can encode what it holds instead of waiting)."""
+        self._requests.put(([str(p) for p in paths], max_seq_length))
+        seen = 0
+        while seen < len(paths):
             try:
-                item = q.get(timeout=1.0)
+                item = self._out.get(timeout=0.05)
             except queue.Empty:
-                if not proc.is_alive():
+                if not self._proc.is_alive():
                     for p in paths[seen:]:
-                        yield (Path(p), None, [], f"loader process died (exit code {proc.exitcode}) "
+                        yield (Path(p), None, [], f"loader process died (exit code {self._proc.exitcode}) "
                                                   "while reading this or an earlier file")
                     return
+                yield IDLE
                 continue
             if item is None:
                 return
             seen += 1
             path, doc, chunks, reason = item
             yield Path(path), doc, chunks, reason
-    finally:
-        if proc.is_alive():
-            proc.terminate()
-        proc.join(timeout=5)
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join(timeout=5)
 
 
 def ingest(
@@ -201,7 +211,13 @@ def ingest(
             report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
     files = list({source_name(p): p for p in files}.values())
 
-    vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+    loader = _LoaderProcess(encoder.model, chunker) if files else None
+    try:
+        vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+    except BaseException:
+        if loader is not None:
+            loader.close()
+        raise
     write = _Writer(vs)
     try:
         todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
@@ -218,10 +234,11 @@ def ingest(
                 report.outcomes.append(FileOutcome(source=src, status="unchanged", chunks=versions[0].points))
             else:
                 todo.append((p, any(v.file_hash != digest for v in versions)))
-        items = ((source_name(p), doc, chunks, reason)
-                 for p, doc, chunks, reason in _loaded([p for p, _ in todo], chunker, encoder))
-        _run(items, len(todo), {source_name(p): old for p, old in todo}, encoder, write, report,
-             batch_size, progress)
+        if todo:
+            items = (item if item is IDLE else (source_name(item[0]), *item[1:])
+                     for item in loader.items([p for p, _ in todo], encoder.max_seq_length))
+            _run(items, len(todo), {source_name(p): old for p, old in todo}, encoder, write, report,
+                 batch_size, progress)
         if prune:
             _prune(paths, files, vs, write, report)
         if report.chunks_written:
@@ -229,6 +246,8 @@ def ingest(
         vs.flush()
         report.total_points = vs.count()
     finally:
+        if loader is not None:
+            loader.close()
         vs.close()
     report.seconds = time.perf_counter() - started
     return report
@@ -315,7 +334,11 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
             bar.advance_file()
 
     with ingest_progress(total, enabled=progress) as bar:
-        for src, doc, chunks, reason in items:
+        for item in items:
+            if item is IDLE:  # the loader has nothing ready: encode what we hold meanwhile
+                flush_batch(bar)
+                continue
+            src, doc, chunks, reason = item
             if doc is None or not chunks:
                 report.outcomes.append(FileOutcome(source=src, status="failed",
                                                    reason=reason or "no text to index after clean-up"))

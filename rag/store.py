@@ -4,6 +4,7 @@ the core never imports a connector."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import numpy as np
@@ -132,7 +133,11 @@ class QuerySpec(BaseModel):
     with_vectors: bool = False
 
 
-class Hit(BaseModel):
+@dataclass(slots=True)
+class Hit:
+    """One scored point. A plain dataclass: hundreds are made per hybrid query, and validation
+    would cost more than the search."""
+
     id: str
     score: float
     payload: dict

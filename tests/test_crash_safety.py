@@ -188,10 +188,11 @@ from rag.encoder import DEFAULT_MODEL
 if __name__ == "__main__":
     paths = sys.argv[1:]
     ctx = mp.get_context("spawn")
-    q = ctx.Queue(maxsize=8)
+    requests, q = ctx.Queue(), ctx.Queue(maxsize=8)
     proc = ctx.Process(target=_loader_main, daemon=True,
-                       args=(paths, Chunker().to_dict(), DEFAULT_MODEL, 256, q, os.getpid()))
+                       args=(requests, q, Chunker().to_dict(), DEFAULT_MODEL, os.getpid()))
     proc.start()
+    requests.put((paths, 256))
     print(proc.pid, flush=True)
     while q.qsize() < len(paths) + 1:  # every file and the end marker put, none read
         time.sleep(0.05)
