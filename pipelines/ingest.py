@@ -109,22 +109,15 @@ def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> N
     # happens once the reader is dead (the loader would linger forever).
     threading.Thread(target=watch_parent, name="rag-loader-watchdog", daemon=True).start()
 
-    from transformers import AutoTokenizer
-
-    from rag.encoder import resolve_model
+    from rag.encoder import TokenCounter
 
     try:
         os.nice(10)
     except OSError:
         pass
-
-    class Counter:  # the chunker's tokenizer protocol, without loading the model weights
-        count_tokens = SentenceEncoder.count_tokens
-
-    counter = Counter()
-    counter.tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(model)))
     chunker = Chunker.from_dict(chunker_cfg)
-    paths, counter.max_seq_length = requests.get()
+    paths, max_seq_length = requests.get()
+    counter = TokenCounter(model, max_seq_length)
 
     for p in paths:
         try:

@@ -34,8 +34,7 @@ class Tokenizes(Protocol):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
-    @property
-    def tokenizer(self) -> Any: ...
+    def token_offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
 @dataclass
@@ -220,9 +219,7 @@ def _split_long(text: str, start: int, end: int, encoder: Tokenizes,
     """Cut one over-long sentence into pieces of at most `budget` content tokens, using the
     tokenizer's character offsets; a cut moves back to a space when one is within reach."""
     piece = text[start:end]
-    enc = encoder.tokenizer(piece, add_special_tokens=False, return_offsets_mapping=True,
-                            truncation=False, verbose=False)
-    offsets = enc["offset_mapping"]
+    offsets = encoder.token_offsets(piece)
     special = encoder.count_tokens([""])[0]
     out, i, n = [], 0, len(offsets)
     while i < n:

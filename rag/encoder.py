@@ -182,6 +182,12 @@ class SentenceEncoder:
                              verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of `text` (no special tokens, never truncated)."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                             truncation=False, verbose=False)
+        return [tuple(o) for o in enc["offset_mapping"]]
+
     # ------------------------------------------------------------------ encoding
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Embed `texts` (float32, shape (n, dim)), in input order."""
@@ -207,3 +213,36 @@ class SentenceEncoder:
                 out[idx] = emb.cpu().numpy()
         return out
 
+
+
+class TokenCounter:
+    """The encoder's tokenizer without the model, for counting in another process. Uses the
+    `tokenizers` library on the model's tokenizer.json when there is one (no torch import, so a
+    loader process starts in a fraction of a second), else transformers' AutoTokenizer.
+    Satisfies the chunker's protocol with the same counts and offsets as SentenceEncoder."""
+
+    def __init__(self, model: str, max_seq_length: int):
+        self.max_seq_length = max_seq_length
+        location = resolve_model(model)
+        tokenizer_json = Path(location) / "tokenizer.json" if isinstance(location, Path) else None
+        self._fast = None
+        if tokenizer_json is not None and tokenizer_json.is_file():
+            from tokenizers import Tokenizer
+
+            self._fast = Tokenizer.from_file(str(tokenizer_json))
+            self._fast.no_truncation()
+            self._fast.no_padding()
+        else:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(str(location))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if self._fast is None:
+            return SentenceEncoder.count_tokens(self, texts)
+        return [len(e.ids) for e in self._fast.encode_batch(list(texts), add_special_tokens=True)]
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        if self._fast is None:
+            return SentenceEncoder.token_offsets(self, text)
+        return list(self._fast.encode(text, add_special_tokens=False).offsets)

@@ -183,3 +183,30 @@ def test_unnormalised_output(ours):
     norms = np.linalg.norm(out, axis=1)
     assert not np.allclose(norms, 1.0)
     np.testing.assert_allclose(out / norms[:, None], ours[:20], atol=1e-5)
+
+
+def test_token_counter_matches_the_encoder_tokenizer(encoder):
+    """The loader process counts with the `tokenizers` library alone; its counts and offsets
+    must be the encoder's own, or chunks could overflow max_seq_length."""
+    from rag.encoder import TokenCounter
+
+    counter = TokenCounter(encoder.model, encoder.max_seq_length)
+    assert counter._fast is not None  # the bundled model has a tokenizer.json
+    texts = ["", "Hello world", "Ünïcödé naïve café", "fine-tuning BERT/RoBERTa (Devlin et al., 2018)",
+             "数学 и математика", "x" * 3000, "a " * 700, "https://example.org/" + "ab12" * 400,
+             "Tabs\tand\nnew lines  and   spaces", "emoji 🚀🔥 end"]
+    assert counter.count_tokens(texts) == encoder.count_tokens(texts)
+    for t in texts:
+        assert counter.token_offsets(t) == encoder.token_offsets(t)
+
+
+def test_token_counter_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from rag.encoder import TokenCounter, DEFAULT_MODEL; "
+            "c = TokenCounter(DEFAULT_MODEL, 256); assert c.count_tokens(['a b'])[0] == 4; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
