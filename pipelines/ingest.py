@@ -34,6 +34,9 @@ from pipelines.stores import StoreSettings, open_store
 
 Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
 
+# CPU priority of the loader process relative to the encoder (higher = lower priority).
+LOADER_NICENESS = int(os.environ.get("RAG_LOADER_NICENESS", "10"))
+
 # Test hook for the crash-safety tests: SIGKILL this process after N store writes.
 FAULT_ENV = "RAG_FAULT_KILL_AFTER_WRITES"
 
@@ -112,7 +115,7 @@ def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> N
     from rag.encoder import TokenCounter
 
     try:
-        os.nice(10)
+        os.nice(LOADER_NICENESS)
     except OSError:
         pass
     chunker = Chunker.from_dict(chunker_cfg)

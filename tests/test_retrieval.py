@@ -55,12 +55,20 @@ def test_each_mode_finds_the_right_document(retriever, mode):
 
 @pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
 def test_engine_fusion_and_client_fusion_rank_the_same(retriever, fusion):
-    retriever.fusion, retriever.weights, retriever.top_k = fusion, (1.0, 1.0), 4
+    # all chunks of the corpus: no tie can straddle the cut-off
+    retriever.fusion, retriever.weights, retriever.top_k = fusion, (1.0, 1.0), 10
     q = "oil the bicycle chain with water"
     engine = retriever.search(q)  # unweighted, no explain: fused inside Qdrant
     client = retriever.search(q, explain=True)  # legs fetched, fused by rag.fusion
-    assert [r.id for r in engine.results] == [r.id for r in client.results]
     assert [r.score for r in engine.results] == pytest.approx([r.score for r in client.results], rel=1e-5)
+
+    def ranking(resp):  # ids in order, documents with equal fused scores (ties) as one set
+        groups: dict[float, set[str]] = {}
+        for r in resp.results:
+            groups.setdefault(round(r.score, 6), set()).add(r.id)
+        return list(groups.values())
+
+    assert ranking(engine) == ranking(client)
 
 
 def test_explain_reports_each_leg(retriever):
