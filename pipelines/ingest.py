@@ -233,7 +233,7 @@ def ingest(
         if prune:
             _prune(paths, files, vs, write, report)
         if report.chunks_written:
-            vs.optimize()
+            _optimize(vs, progress)
         vs.flush()
         report.total_points = vs.count()
     finally:
@@ -242,6 +242,20 @@ def ingest(
         vs.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _optimize(vs: VectorStore, progress: bool) -> None:
+    """Build the vector index (minutes for 100k chunks on 2 cores), saying so while it runs."""
+    if not progress:
+        vs.optimize()
+        return
+    from pipelines.progress import console
+
+    with console.status("building the search index (HNSW) ..."):
+        started = time.perf_counter()
+        vs.optimize()
+    if time.perf_counter() - started > 5:
+        console.print(f"search index built in {time.perf_counter() - started:.0f} s")
 
 
 def _open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker: Chunker,
@@ -284,7 +298,7 @@ def ingest_documents(
         items = ((d.source, d, chunker.split(d, encoder), None) for d in todo)
         _run(items, len(todo), had_old, encoder, _Writer(vs), report, batch_size, progress)
         if report.chunks_written:
-            vs.optimize()
+            _optimize(vs, progress)
         vs.flush()
         report.total_points = vs.count()
     finally:
