@@ -80,6 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="cpu, cuda, mps (default: best available)")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval_sts)
+
+    p = sub.add_parser("train", help="fine-tune the sentence encoder")
+    tsub = p.add_subparsers(dest="objective", required=True)
+    t = tsub.add_parser("sts", help="cosine-similarity regression on STS-format pairs")
+    t.add_argument("train_file")
+    t.add_argument("--dev", help="STS dev file: evaluated each epoch, best epoch kept")
+    t.add_argument("--out", required=True, help="output model folder")
+    t.add_argument("--model", default=DEFAULT_MODEL, help="starting model (default: %(default)s)")
+    t.add_argument("--device", help="cpu, cuda, mps (default: best available)")
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=2e-5)
+    t.add_argument("--seed", type=int, default=42)
+    t.set_defaults(func=cmd_train_sts)
     return parser
 
 
@@ -193,6 +207,37 @@ def cmd_eval_sts(args) -> int:
     for c in ("pairs", "spearman", "pearson"):
         t.add_column(c, justify="right")
     t.add_row(str(result.pairs), f"{result.spearman:.4f}", f"{result.pearson:.4f}")
+    Console().print(t)
+    return 0
+
+
+def cmd_train_sts(args) -> int:
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    from rich.table import Table
+
+    from pipelines.progress import console
+    from rag.train import TrainSettings, train_sts
+
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("train", total=None, loss="-")
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.4f}")
+
+        report = train_sts(args.model, args.train_file, args.out, dev_file=args.dev, settings=settings,
+                           device=args.device, on_step=on_step)
+    t = Table(title=f"Fine-tuned {args.model} -> {report.output} ({report.seconds:.0f} s)", title_justify="left")
+    for c in ("epoch", "train loss", "dev spearman", ""):
+        t.add_column(c, justify="right")
+    for e in report.epochs:
+        t.add_row(str(e.epoch), f"{e.train_loss:.4f}",
+                  "-" if e.dev_spearman is None else f"{e.dev_spearman:.4f}",
+                  "kept" if e.epoch == report.best_epoch else "")
     Console().print(t)
     return 0
 
