@@ -36,7 +36,6 @@ from rag.encoder import SentenceEncoder  # noqa: E402
 from rag.models import Chunk  # noqa: E402
 from rag.retrieval import Retriever  # noqa: E402
 from rag.store import CollectionInfo, Leg, QuerySpec  # noqa: E402
-from rag.tokens import count_tiktoken  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 console = Console()

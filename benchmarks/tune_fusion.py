@@ -11,7 +11,6 @@ fusion setting in the grid client-side with the same pure functions the Retrieve
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time

@@ -7,7 +7,6 @@ Layout: STORE_DIR/COLLECTION/ holds the shard (segments/, wal/, edge_config.json
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -267,11 +266,3 @@ def _write_atomic(path: Path, text: str) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
-
-def list_collections(store_dir: str | Path) -> dict[str, CollectionInfo]:
-    root = Path(store_dir).expanduser()
-    out = {}
-    if root.is_dir():
-        for meta in sorted(root.glob(f"*/{META_FILE}")):
-            out[meta.parent.name] = CollectionInfo.model_validate(json.loads(meta.read_text()))
-    return out

@@ -23,12 +23,3 @@ def chunk_payload(chunk: Chunk, file_chunks: int) -> dict[str, Any]:
     payload["file_chunks"] = file_chunks
     return payload
 
-
-def chunk_from_payload(point_id: Any, payload: dict[str, Any]) -> Chunk:
-    fields = {k: v for k, v in payload.items() if k in Chunk.model_fields}
-    return Chunk(id=str(point_id), **fields)
-
-
-def payload_keys() -> set[str]:
-    """Payload keys a filter may name."""
-    return set(Chunk.model_fields) - {"id", "text"} | {"file_chunks"}
