@@ -97,14 +97,13 @@ class Chunker:
 
     def limits(self, encoder: Tokenizes) -> tuple[int, int]:
         """(chunk size, special-token count) after checking the settings against the encoder."""
-        encoder.count_tokens([""])  # loads the tokenizer, resolves max_seq_length
+        special = encoder.count_tokens([""])[0]  # also loads the tokenizer, resolves max_seq_length
         max_len = encoder.max_seq_length or 512
         size = self.chunk_size or max_len
         if size > max_len:
             raise ConfigError(f"chunk_size {size} exceeds the encoder's max_seq_length {max_len}: "
                               "chunks would be truncated when embedded; use chunk_size <= "
                               f"{max_len}")
-        special = encoder.count_tokens([""])[0]
         if size - special < 8:
             raise ConfigError(f"chunk_size {size} is too small (the encoder adds {special} special tokens)")
         if not 0 <= self.chunk_overlap < (size - special) // 2:
@@ -117,18 +116,17 @@ class Chunker:
         size, special = self.limits(encoder)
         budget = size - special
         text, pages = document_text(doc)
-        units = self._units(text, pages, encoder, budget)
+        units = self._units(text, pages, encoder, budget, special)
         groups = self._pack(units, budget)
         chunks = self._make_chunks(doc, text, groups, encoder, size)
         return chunks
 
-    def _units(self, text, pages, encoder: Tokenizes, budget: int) -> list[_Unit]:
+    def _units(self, text, pages, encoder: Tokenizes, budget: int, special: int) -> list[_Unit]:
         raw: list[tuple[int, int, int, str | None, int]] = []
         for part, (start, end, number, section) in enumerate(pages):
             for s, e in _sentence_spans(text[start:end], start):
                 raw.append((s, e, number, section, part))
         counts = encoder.count_tokens([text[s:e] for s, e, _, _, _ in raw])
-        special = encoder.count_tokens([""])[0]
         units: list[_Unit] = []
         for (s, e, page, section, part), n in zip(raw, counts):
             n -= special
@@ -136,7 +134,7 @@ class Chunker:
                 units.append(_Unit(s, e, page, section, n, part))
             else:
                 units.extend(_Unit(a, b, page, section, k, part)
-                             for a, b, k in _split_long(text, s, e, encoder, budget))
+                             for a, b, k in _split_long(text, s, e, encoder, budget, special))
         return units
 
     def _pack(self, units: list[_Unit], budget: int) -> list[list[_Unit]]:
@@ -215,12 +213,11 @@ def _halve(group: list[_Unit], text: str, encoder: Tokenizes, size: int) -> list
 
 
 def _split_long(text: str, start: int, end: int, encoder: Tokenizes,
-                budget: int) -> list[tuple[int, int, int]]:
+                budget: int, special: int) -> list[tuple[int, int, int]]:
     """Cut one over-long sentence into pieces of at most `budget` content tokens, using the
     tokenizer's character offsets; a cut moves back to a space when one is within reach."""
     piece = text[start:end]
     offsets = encoder.token_offsets(piece)
-    special = encoder.count_tokens([""])[0]
     out, i, n = [], 0, len(offsets)
     while i < n:
         j = min(i + budget, n)
