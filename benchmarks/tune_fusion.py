@@ -57,7 +57,7 @@ def fused_run(dense, bm25, doc_of, method, k, weights, depth):
     run = {}
     for q in dense:
         lists = [dense[q][:depth], bm25[q][:depth]]
-        fused = F.rrf(lists, k=k, weights=weights) if method == "rrf" else F.METHODS[method](lists, weights=weights)
+        fused = F.fuse(method, lists, weights=weights, rrf_k=k)
         run[q] = collapse([doc_of[c] for c, _ in fused])
     return run
 

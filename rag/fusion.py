@@ -86,3 +86,11 @@ def dbsf(lists: Sequence[Ranked], weights: Sequence[float] | None = None) -> lis
 
 
 METHODS = {"rrf": rrf, "wsf": wsf, "dbsf": dbsf}
+
+
+def fuse(method: str, lists: Sequence[Ranked], weights: Sequence[float] | None = None,
+         rrf_k: float = 60.0) -> list[tuple[str, float]]:
+    """Fuse with the named method (`rrf_k` applies to rrf only)."""
+    if method == "rrf":
+        return rrf(lists, k=rrf_k, weights=weights)
+    return METHODS[method](lists, weights=weights)

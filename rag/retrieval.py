@@ -226,8 +226,7 @@ class Retriever:
         for i, q in enumerate(queries):
             dense, text = leg_hits[2 * i], leg_hits[2 * i + 1]
             lists = [[(h.id, h.score) for h in dense], [(h.id, h.score) for h in text]]
-            fused = (F.rrf(lists, k=self.rrf_k, weights=self.weights) if self.fusion == "rrf"
-                     else F.METHODS[self.fusion](lists, weights=self.weights))
+            fused = F.fuse(self.fusion, lists, weights=self.weights, rrf_k=self.rrf_k)
             fused = fused[:self._depth(k)]
             payloads = {h.id: h for h in self.store.retrieve([d for d, _ in fused],
                                                             with_vectors=self.mmr_lambda is not None)}
