@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-5)
     t.add_argument("--seed", type=int, default=42)
     t.set_defaults(func=cmd_train_sts)
+
+    from pipelines.cli_answer import add_answer_commands
+
+    add_answer_commands(sub)
     return parser
 
 

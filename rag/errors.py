@@ -30,3 +30,37 @@ class CollectionNotFoundError(RagError):
 
 class ConfigError(RagError):
     """A setting is invalid."""
+
+
+class LLMError(RagError):
+    """An LLM backend failed. The message names the backend, the URL or model, and the cause;
+    it never contains an API key."""
+
+
+class LLMConnectionError(LLMError):
+    """The server could not be reached, or it closed the connection (also mid-stream)."""
+
+
+class LLMTimeoutError(LLMError):
+    """The server did not answer within the timeout (after the allowed retries)."""
+
+
+class LLMAuthError(LLMError):
+    """401/403: the API key is missing, wrong or not allowed to use this model."""
+
+
+class LLMNotFoundError(LLMError):
+    """404: wrong base URL, or the model is not served there."""
+
+
+class LLMRateLimitError(LLMError):
+    """429 still returned after the allowed retries."""
+
+
+class LLMContextLengthError(LLMError):
+    """The prompt plus the requested answer is longer than the model's context window."""
+
+
+class LLMResponseError(LLMError):
+    """The server answered with something that is not the protocol (malformed JSON, no choices,
+    a 5xx after the allowed retries)."""

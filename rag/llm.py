@@ -1,0 +1,73 @@
+"""The LLM backend protocol: one small interface that every backend implements.
+
+Backends live in `connectors/` (OpenAI-compatible HTTP, Ollama native, local transformers);
+the core only knows this protocol, so the prompt assembler and the answer pipeline work with
+any of them, and with none (the extractive fallback in `rag.extractive`).
+
+Each backend offers `generate` and `stream`, sync and async. Network backends implement the
+async methods natively and the sync ones as thin wrappers over a sync client, never by nesting
+event loops. Errors are the `rag.errors.LLMError` family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, Field
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(BaseModel):
+    role: Role
+    content: str
+
+
+class GenerationSettings(BaseModel):
+    """What to ask of the model for one answer. `max_tokens` is also the room the prompt
+    assembler reserves for the answer inside the context window."""
+
+    max_tokens: int = Field(512, ge=1)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class Completion(BaseModel):
+    text: str
+    model: str
+    finish_reason: str | None = Field(None, description="'stop', 'length', ... as the backend reports it")
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float = 0.0
+
+
+@runtime_checkable
+class LLMBackend(Protocol):
+    """Generate chat completions. `context_window` is the model's window in tokens (the prompt
+    assembler keeps prompt + max_tokens inside it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def context_window(self) -> int: ...
+
+    def generate(self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None) -> Completion: ...
+
+    def stream(self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None) -> Iterator[str]: ...
+
+    async def agenerate(self, messages: Sequence[ChatMessage],
+                        settings: GenerationSettings | None = None) -> Completion: ...
+
+    def astream(self, messages: Sequence[ChatMessage],
+                settings: GenerationSettings | None = None) -> AsyncIterator[str]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def as_messages(messages: Sequence[ChatMessage | dict[str, str]]) -> list[ChatMessage]:
+    """Accept plain {'role', 'content'} dicts as well as ChatMessage."""
+    return [m if isinstance(m, ChatMessage) else ChatMessage(**m) for m in messages]
