@@ -76,6 +76,11 @@ def _sentence_spans(text: str, offset: int) -> list[tuple[int, int]]:
     return spans
 
 
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a text, by the same rule the chunker packs them with."""
+    return [text[a:b].strip() for a, b in _sentence_spans(text, 0) if text[a:b].strip()]
+
+
 class Chunker:
     """Split documents into chunks of at most `chunk_size` encoder tokens (special tokens included).
 

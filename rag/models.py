@@ -41,3 +41,57 @@ class Chunk(BaseModel):
     text: str
     n_tokens: int = Field(description="length in the encoder's own tokenizer, special tokens included")
     n_tiktoken: int = Field(description="length in tiktoken (cl100k_base), for prompt budgets")
+
+
+class Passage(BaseModel):
+    """One numbered passage of a prompt: a retrieved chunk, or several overlapping chunks of the
+    same file merged. `number` is what the answer cites as [number]."""
+
+    number: int = Field(ge=1)
+    text: str
+    source: str
+    page_start: int
+    page_end: int
+    section: str | None = None
+    score: float = Field(description="retrieval score of its best chunk")
+    rank: int = Field(description="retrieval rank of its best chunk")
+    chunk_ids: list[str] = Field(default_factory=list)
+    n_tokens: int = Field(0, description="tiktoken length of the passage block in the prompt")
+    truncated: bool = Field(False, description="cut to fit the token budget (said in the prompt notes)")
+
+    @property
+    def pages(self) -> str:
+        return str(self.page_start) if self.page_start == self.page_end else f"{self.page_start}-{self.page_end}"
+
+
+class Answer(BaseModel):
+    """An answer and what it rests on. `passages` are those that were in the prompt; the answer's
+    [k] citations are checked against them after generation."""
+
+    question: str
+    standalone_question: str | None = Field(None, description="the follow-up rewritten for retrieval (chat)")
+    text: str
+    kind: str = Field(description="'generated' by an LLM, or 'extractive' (sentences quoted, no LLM)")
+    backend: str
+    passages: list[Passage] = Field(default_factory=list)
+    cited: list[int] = Field(default_factory=list, description="valid citation numbers, in order of first use")
+    invalid_citations: list[int] = Field(default_factory=list, description="[k] that name no passage in the prompt")
+    prompt_tokens: int = 0
+    finish_reason: str | None = None
+    seconds: float = 0.0
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def cited_passages(self) -> list[Passage]:
+        by_number = {p.number: p for p in self.passages}
+        return [by_number[n] for n in self.cited]
+
+    @property
+    def uncited_passages(self) -> list[Passage]:
+        cited = set(self.cited)
+        return [p for p in self.passages if p.number not in cited]
+
+    @property
+    def citations_valid(self) -> bool:
+        """True when the answer cites at least one passage and every citation is in range."""
+        return bool(self.cited) and not self.invalid_citations

@@ -52,6 +52,10 @@ class SearchResult(BaseModel):
     page_start: int
     page_end: int
     section: str | None = None
+    file_hash: str | None = None
+    chunk_index: int | None = None
+    char_start: int | None = Field(None, description="offset into the document's cleaned text")
+    char_end: int | None = None
     legs: dict[str, LegResult] = Field(default_factory=dict, description="per-leg rank and score (explain)")
 
 
@@ -277,6 +281,9 @@ class Retriever:
             legs = {name: r[h.id] for name, r in (leg_ranks or {}).items() if h.id in r}
             results.append(SearchResult(rank=rank, id=h.id, score=h.score, text=p.get("text", ""),
                                         source=p.get("source", ""), page_start=p.get("page_start", 1),
-                                        page_end=p.get("page_end", 1), section=p.get("section"), legs=legs))
+                                        page_end=p.get("page_end", 1), section=p.get("section"),
+                                        file_hash=p.get("file_hash"), chunk_index=p.get("chunk_index"),
+                                        char_start=p.get("char_start"), char_end=p.get("char_end"),
+                                        legs=legs))
         return SearchResponse(query=query, mode=mode, fusion=self.fusion if mode == "hybrid" else None,
                               results=results, notes=notes)

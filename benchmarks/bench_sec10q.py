@@ -1,0 +1,210 @@
+"""Answers over Apple's 10-Q filings (../shared/data/sec10q: 4 filings, 39 questions with reference
+answers written by others).
+
+1. Context recall of figures: for each question whose reference answer quotes figures ($82,959
+   million, 12.5%, 102,673,000 shares ...), does the assembled prompt context contain them? Rate
+   of questions with every figure present, and the share of all figures present, for dense,
+   bm25 and hybrid retrieval, side by side.
+2. With an LLM backend (default: the local SmolLM2-135M-Instruct): answer latency and the
+   citation-validity rate (the answer cites at least one passage and every [k] is one given),
+   against the extractive fallback on the same prompts.
+
+    .venv/bin/python benchmarks/bench_sec10q.py                  # retrieval + local SmolLM2
+    .venv/bin/python benchmarks/bench_sec10q.py --llm none       # retrieval + extracts only
+    .venv/bin/python benchmarks/bench_sec10q.py --limit 10 --out /tmp/sec10q.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "sec10q"
+MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+_DATE = re.compile(rf"\b(?:{MONTHS})\s+\d{{1,2}},?\s+\d{{4}}\b|\bQ[1-4]\s+\d{{4}}\b|\b(?:19|20)\d{{2}}\b")
+_NUMBER = re.compile(r"(?<![\w.])(\$\s?)?\(?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\)?(\s?%|\s(?:million|billion|thousand))?(?![\w-])",
+                     re.I)
+
+
+def _norm(integer: str, decimals: str | None) -> str:
+    digits = integer.replace(",", "")
+    frac = (decimals or "").rstrip("0").rstrip(".")
+    return digits + (frac if frac not in ("", ".") else "")
+
+
+def figures(answer: str) -> set[str]:
+    """The figures an answer quotes: money, percentages, grouped or decimal numbers, numbers of
+    at least 100 that are not years. Dates, years, quarter names and list numbers are not."""
+    text = _DATE.sub(" ", answer)
+    out = set()
+    for m in _NUMBER.finditer(text):
+        dollar, integer, decimals, unit = m.groups()
+        value = _norm(integer, decimals)
+        percent = bool(unit and "%" in unit)
+        significant = dollar or percent or decimals or "," in integer or unit or int(integer.replace(",", "")) >= 100
+        if significant and value not in ("0",):
+            out.add(value + ("%" if percent else ""))
+    return out
+
+
+def context_numbers(text: str) -> set[str]:
+    out = set()
+    for m in _NUMBER.finditer(text):
+        _, integer, decimals, unit = m.groups()
+        value = _norm(integer, decimals)
+        out.add(value + ("%" if unit and "%" in unit else ""))
+        out.add(value)
+    return out
+
+
+def load_questions(limit: int | None) -> list[dict]:
+    with open(DATA / "qna_aapl.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return rows[:limit] if limit else rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", default="/tmp/rag-bench-store", help="Edge store folder (default: %(default)s)")
+    ap.add_argument("--collection", default="sec10q")
+    ap.add_argument("--top-k", type=int, default=8)
+    ap.add_argument("--context-window", type=int, default=4096,
+                    help="prompt budget window in tokens (default: %(default)s)")
+    ap.add_argument("--max-tokens", type=int, default=256, help="answer tokens (default: %(default)s)")
+    ap.add_argument("--llm", choices=("local", "none"), default="local")
+    ap.add_argument("--limit", type=int, help="first N questions only")
+    ap.add_argument("--out", help="write all per-question results as JSON")
+    args = ap.parse_args()
+
+    if not (DATA / "qna_aapl.csv").is_file():
+        print(f"sec10q data not found at {DATA}: this benchmark needs ../shared/data/sec10q", file=sys.stderr)
+        return 2
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from pipelines.answer import RagPipeline
+    from pipelines.ingest import ingest
+    from pipelines.stores import StoreSettings
+    from rag.encoder import SentenceEncoder
+    from rag.extractive import extract
+    from rag.llm import GenerationSettings
+    from rag.prompt import PromptAssembler, check_citations
+    from rag.models import Answer
+
+    con = Console()
+    store = StoreSettings(store_dir=args.store, collection=args.collection)
+    encoder = SentenceEncoder()
+    t0 = time.perf_counter()
+    rep = ingest([str(DATA / "docs")], encoder=encoder, store=store, progress=True)
+    con.print(f"ingest: {rep.counts()} in {time.perf_counter() - t0:.1f} s")
+
+    rows = load_questions(args.limit)
+    for r in rows:
+        r["figures"] = sorted(figures(r["Answer"]))
+    with_figures = [r for r in rows if r["figures"]]
+    assembler = PromptAssembler(context_window=args.context_window, max_answer_tokens=args.max_tokens)
+    results: dict = {"questions": len(rows), "with_figures": len(with_figures), "modes": {}, "per_question": []}
+
+    # 1. figures in the assembled context, per retrieval mode
+    prompts = {}
+    for mode in ("dense", "bm25", "hybrid"):
+        pipe = RagPipeline(encoder=encoder, store=store, retriever={"mode": mode, "top_k": args.top_k},
+                           prompt=assembler, llm=None)
+        all_present = found = total = 0
+        per_q = []
+        for r in rows:
+            prompt, _ = pipe.prepare(r["Question"])
+            context = "\n".join(p.text for p in prompt.passages)
+            numbers = context_numbers(context)
+            present = [f for f in r["figures"] if f in numbers]
+            if r["figures"]:
+                total += len(r["figures"])
+                found += len(present)
+                all_present += len(present) == len(r["figures"])
+            per_q.append({"question": r["Question"], "figures": r["figures"], "present": present,
+                          "passages": len(prompt.passages), "prompt_tokens": prompt.prompt_tokens})
+            if mode == "hybrid":
+                prompts[r["Question"]] = prompt
+        pipe.close()
+        results["modes"][mode] = {"all_figures_rate": all_present / max(1, len(with_figures)),
+                                  "figure_recall": found / max(1, total), "figures": total, "per_question": per_q}
+
+    table = Table(title=f"sec10q: reference figures in the assembled context (top {args.top_k}, "
+                        f"{args.context_window}-token window, {len(with_figures)} of {len(rows)} questions quote figures)",
+                  title_justify="left")
+    for col in ("mode", "questions with every figure", "figures present"):
+        table.add_column(col, justify="right")
+    for mode, m in results["modes"].items():
+        table.add_row(mode, f"{m['all_figures_rate']:.3f}", f"{m['figure_recall']:.3f} of {m['figures']}")
+    con.print(table)
+
+    # 2. answers: the LLM against the extractive fallback, on the same hybrid prompts
+    backends = [("extractive", None)]
+    if args.llm == "local":
+        from connectors.llm_local import LocalTransformersBackend
+
+        llm = LocalTransformersBackend()
+        t0 = time.perf_counter()
+        llm.warm_up()
+        con.print(f"local LLM loaded in {time.perf_counter() - t0:.1f} s")
+        backends.append((llm.name, llm))
+    settings = GenerationSettings(max_tokens=args.max_tokens, temperature=0.0)
+    summary = Table(title="sec10q answers on the hybrid prompts", title_justify="left")
+    for col in ("backend", "answers", "citations valid", "some citation out of range", "no citation",
+                "figures quoted (answers with figures)", "latency p50 s", "mean s", "max s"):
+        summary.add_column(col, justify="right")
+    for name, llm in backends:
+        latencies, valid, invalid, uncited, fig_hits = [], 0, 0, 0, 0
+        answers = []
+        with Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True)) as bar:
+            task = bar.add_task("answers", total=len(rows))
+            for r in rows:
+                prompt = prompts[r["Question"]]
+                t0 = time.perf_counter()
+                if llm is None:
+                    text, _ = extract(r["Question"], prompt.passages, encoder)
+                    kind, finish = "extractive", None
+                else:
+                    c = llm.generate(prompt.messages, settings)
+                    text, kind, finish = c.text, "generated", c.finish_reason
+                seconds = time.perf_counter() - t0
+                a = check_citations(Answer(question=r["Question"], text=text, kind=kind, backend=name,
+                                           passages=prompt.passages, finish_reason=finish, seconds=seconds))
+                latencies.append(seconds)
+                valid += a.citations_valid
+                invalid += bool(a.invalid_citations)
+                uncited += not a.cited
+                quoted = [f for f in r["figures"] if f in context_numbers(text)]
+                fig_hits += bool(r["figures"]) and len(quoted) == len(r["figures"])
+                answers.append({"question": r["Question"], "answer": text, "cited": a.cited,
+                                "invalid": a.invalid_citations, "seconds": seconds, "finish": finish,
+                                "figures_quoted": quoted})
+                bar.advance(task)
+        n = len(rows)
+        summary.add_row(name, str(n), f"{valid / n:.3f}", f"{invalid / n:.3f}", f"{uncited / n:.3f}",
+                        f"{fig_hits / max(1, len(with_figures)):.3f}", f"{statistics.median(latencies):.2f}",
+                        f"{statistics.mean(latencies):.2f}", f"{max(latencies):.2f}")
+        results[f"answers_{name}"] = {"citation_valid_rate": valid / n, "invalid_rate": invalid / n,
+                                      "uncited_rate": uncited / n, "latency_p50": statistics.median(latencies),
+                                      "latency_mean": statistics.mean(latencies), "answers": answers}
+    con.print(summary)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        con.print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

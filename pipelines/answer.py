@@ -1,0 +1,366 @@
+"""Answers and chat over a collection: retriever -> prompt assembler -> LLM backend (or extracts).
+
+```python
+from pipelines.answer import RagPipeline
+from connectors.llm_openai import OpenAICompatibleBackend
+
+with RagPipeline(store=StoreSettings(collection="docs"),
+                 llm=OpenAICompatibleBackend(base_url="http://127.0.0.1:8080/v1", model="smollm2")) as rag:
+    rag.ingest(["reports/"])
+    answer = rag.ask("What was the revenue in Q3?")
+    print(answer.text, [p.source for p in answer.cited_passages])
+    chat = rag.chat()
+    chat.ask("What was the revenue in Q3?"); chat.ask("And in Q2?")
+```
+
+With `llm=None` answers are extracts (quoted sentences with citations). If the LLM fails (server
+down, timeout, stream cut), the answer falls back to extracts and its notes say why; set
+`fallback_to_extracts=False` to get the error instead.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from pipelines.stores import StoreSettings, open_store
+from rag.chunking import Chunker
+from rag.errors import ConfigError, LLMError, ModelMismatchError
+from rag.extractive import extract
+from rag.llm import ChatMessage, GenerationSettings, LLMBackend
+from rag.models import Answer
+from rag.prompt import Prompt, PromptAssembler, PromptTemplate, check_citations, strip_citations
+from rag.retrieval import Retriever, SearchResponse
+
+DEFAULT_CONTEXT_WINDOW = 8192
+
+
+class RagPipeline:
+    """encoder -> store -> retriever -> prompt -> backend, each part replaceable.
+
+    encoder: a SentenceEncoder (default: the model the collection was built with).
+    retriever: Retriever settings (mode, fusion, weights, candidates, top_k, mmr_lambda).
+    prompt: a PromptAssembler (default: sized to the backend's context window).
+    llm: an LLMBackend, or None for extracts. generation: max_tokens, temperature, ...
+    """
+
+    def __init__(self, encoder=None, store: StoreSettings | None = None, chunker: Chunker | None = None,
+                 retriever: dict[str, Any] | None = None, prompt: PromptAssembler | None = None,
+                 llm: LLMBackend | None = None, generation: GenerationSettings | None = None,
+                 fallback_to_extracts: bool = True):
+        self.encoder = encoder
+        self.store = store or StoreSettings()
+        self.chunker = chunker or Chunker()
+        self.retriever_settings = dict(retriever or {})
+        self.llm = llm
+        self.generation = generation or GenerationSettings()
+        if prompt is None:
+            window = llm.context_window if llm is not None else DEFAULT_CONTEXT_WINDOW
+            prompt = PromptAssembler(context_window=window,
+                                     max_answer_tokens=min(self.generation.max_tokens, window // 2))
+        self.prompt = prompt
+        self.fallback_to_extracts = fallback_to_extracts
+        self._vs = None
+        self._retriever: Retriever | None = None
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_config(cls, config) -> RagPipeline:
+        """From a RagConfig or the path of a TOML config file."""
+        from pipelines.config import RagConfig, load_config, make_backend
+        from rag.encoder import DEFAULT_MODEL, SentenceEncoder
+
+        cfg: RagConfig = config if isinstance(config, RagConfig) else load_config(config)
+        llm = make_backend(cfg.llm)
+        generation = GenerationSettings(max_tokens=cfg.prompt.max_answer_tokens, temperature=cfg.llm.temperature)
+        window = cfg.prompt.context_window or (llm.context_window if llm is not None else DEFAULT_CONTEXT_WINDOW)
+        template = PromptTemplate.from_file(cfg.prompt.template) if cfg.prompt.template else None
+        prompt = PromptAssembler(template=template, context_window=window,
+                                 max_answer_tokens=min(cfg.prompt.max_answer_tokens, window // 2),
+                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin)
+        r = cfg.retrieval
+        encoder = (SentenceEncoder(cfg.encoder.model, device=cfg.encoder.device)
+                   if cfg.encoder.model != DEFAULT_MODEL or cfg.encoder.device else None)
+        return cls(encoder=encoder, store=cfg.store.settings(), chunker=Chunker(cfg.chunking.size, cfg.chunking.overlap),
+                   retriever={"mode": r.mode, "fusion": r.fusion, "rrf_k": r.rrf_k, "weights": r.weights,
+                              "candidates": r.candidates, "top_k": r.top_k, "mmr_lambda": r.mmr},
+                   prompt=prompt, llm=llm, generation=generation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "RagPipeline", "init_parameters": {
+            "encoder": self.encoder.to_dict() if self.encoder is not None else None,
+            "store": self.store.model_dump(), "chunker": self.chunker.to_dict(),
+            "retriever": self.retriever_settings, "prompt": self.prompt.to_dict(),
+            "llm": self.llm.to_dict() if self.llm is not None else None,
+            "generation": self.generation.model_dump(), "fallback_to_extracts": self.fallback_to_extracts}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RagPipeline:
+        from rag.encoder import SentenceEncoder
+
+        p = data.get("init_parameters", {})
+        return cls(encoder=SentenceEncoder.from_dict(p["encoder"]) if p.get("encoder") else None,
+                   store=StoreSettings(**p.get("store", {})), chunker=Chunker.from_dict(p["chunker"]),
+                   retriever=p.get("retriever"), prompt=PromptAssembler.from_dict(p["prompt"]),
+                   llm=backend_from_dict(p["llm"]) if p.get("llm") else None,
+                   generation=GenerationSettings(**p.get("generation", {})),
+                   fallback_to_extracts=p.get("fallback_to_extracts", True))
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> RagPipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the store (the embedded store is held by one process at a time)."""
+        if self._vs is not None:
+            self._vs.close()
+        self._vs, self._retriever = None, None
+
+    def _get_retriever(self) -> Retriever:
+        if self._retriever is None:
+            from rag.encoder import SentenceEncoder
+
+            vs = open_store(self.store)
+            try:
+                if self.encoder is None:
+                    self.encoder = SentenceEncoder(vs.info.model)
+                elif self.encoder.model_id != vs.info.model:
+                    raise ModelMismatchError(
+                        f"{self.store.describe()} was built with {vs.info.model}, not {self.encoder.model_id}: "
+                        "search it with the same encoder")
+            except Exception:
+                vs.close()
+                raise
+            self._vs = vs
+            self._retriever = Retriever(vs, self.encoder, **self.retriever_settings)
+        return self._retriever
+
+    # ------------------------------------------------------------------ ingest and search
+    def ingest(self, paths: Sequence[str], **kwargs):
+        """Ingest files or folders into the pipeline's collection (see pipelines.ingest.ingest)."""
+        from pipelines.ingest import ingest
+        from rag.encoder import SentenceEncoder
+
+        self.close()  # the writer needs the store for itself
+        if self.encoder is None:
+            self.encoder = SentenceEncoder()
+        return ingest(list(paths), encoder=self.encoder, store=self.store, chunker=self.chunker, **kwargs)
+
+    def search(self, query: str, top_k: int | None = None, filters=None) -> SearchResponse:
+        return self._get_retriever().search(query, top_k=top_k, filters=filters)
+
+    # ------------------------------------------------------------------ answers
+    def prepare(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
+                retrieval_query: str | None = None) -> tuple[Prompt, SearchResponse]:
+        """Retrieve for `retrieval_query` (default: the question) and assemble the prompt."""
+        response = self.search(retrieval_query or question, filters=filters)
+        prompt = self.prompt.assemble(question, response.results, history=history)
+        return prompt, response
+
+    def ask(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
+            retrieval_query: str | None = None) -> Answer:
+        answer = None
+        for item in self.stream(question, history, filters, retrieval_query, _stream=False):
+            answer = item
+        assert isinstance(answer, Answer)
+        return answer
+
+    def stream(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
+               retrieval_query: str | None = None, _stream: bool = True) -> Iterator[str | Answer]:
+        """Yields the answer's text as it is generated, then the finished Answer (last item)."""
+        started = time.perf_counter()
+        prompt, response = self.prepare(question, history, filters, retrieval_query)
+        answer = self._answer_shell(question, prompt, response, retrieval_query)
+        if not prompt.passages:
+            answer.text = "The collection has no passage that matches this question, so there is nothing to answer from."
+            answer.kind = "none"
+            answer.notes.append("no passages retrieved: the LLM was not asked")
+            yield answer.text
+        elif self.llm is None:
+            answer.text, _ = extract(question, prompt.passages, self.encoder)
+            yield answer.text
+        else:
+            answer.kind, answer.backend = "generated", self.llm.name
+            pieces: list[str] = []
+            try:
+                if _stream:
+                    for piece in self.llm.stream(prompt.messages, self.generation):
+                        pieces.append(piece)
+                        yield piece
+                    answer.text = "".join(pieces)
+                else:
+                    completion = self.llm.generate(prompt.messages, self.generation)
+                    answer.text, answer.finish_reason = completion.text, completion.finish_reason
+                    yield answer.text
+            except LLMError as e:
+                if not self.fallback_to_extracts:
+                    raise
+                answer.notes.append(f"LLM failed ({e}); answered with extracts instead"
+                                    + (f"; the {len(''.join(pieces))} characters generated before the failure "
+                                       "were discarded" if pieces else ""))
+                answer.kind, answer.backend = "extractive", "extractive"
+                answer.text, _ = extract(question, prompt.passages, self.encoder)
+                yield "\n\n" + answer.text if pieces else answer.text
+            if answer.finish_reason == "length":
+                answer.notes.append(f"the answer reached max_tokens ({self.generation.max_tokens}) and may be cut short")
+        answer.seconds = time.perf_counter() - started
+        yield check_citations(answer)
+
+    async def aask(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
+                   retrieval_query: str | None = None) -> Answer:
+        answer = None
+        async for item in self.astream(question, history, filters, retrieval_query):
+            answer = item
+        assert isinstance(answer, Answer)
+        return answer
+
+    async def astream(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
+                      retrieval_query: str | None = None) -> AsyncIterator[str | Answer]:
+        """Async version of `stream`: retrieval and the prompt run in a worker thread (they use
+        the local encoder and store), generation through the backend's async API."""
+        import asyncio
+
+        started = time.perf_counter()
+        prompt, response = await asyncio.to_thread(self.prepare, question, history, filters, retrieval_query)
+        answer = self._answer_shell(question, prompt, response, retrieval_query)
+        if not prompt.passages or self.llm is None:
+            for item in self.stream(question, history, filters, retrieval_query, _stream=False):
+                yield item
+            return
+        answer.kind, answer.backend = "generated", self.llm.name
+        pieces: list[str] = []
+        try:
+            async for piece in self.llm.astream(prompt.messages, self.generation):
+                pieces.append(piece)
+                yield piece
+            answer.text = "".join(pieces)
+        except LLMError as e:
+            if not self.fallback_to_extracts:
+                raise
+            answer.notes.append(f"LLM failed ({e}); answered with extracts instead")
+            answer.kind, answer.backend = "extractive", "extractive"
+            answer.text, _ = await asyncio.to_thread(extract, question, prompt.passages, self.encoder)
+            yield answer.text
+        answer.seconds = time.perf_counter() - started
+        yield check_citations(answer)
+
+    def _answer_shell(self, question: str, prompt: Prompt, response: SearchResponse,
+                      retrieval_query: str | None) -> Answer:
+        return Answer(question=question, standalone_question=retrieval_query, text="", kind="extractive",
+                      backend="extractive", passages=prompt.passages, prompt_tokens=prompt.prompt_tokens,
+                      notes=[*response.notes, *prompt.notes])
+
+    def chat(self) -> ChatSession:
+        return ChatSession(self)
+
+
+# ---------------------------------------------------------------- chat
+
+REWRITE_SYSTEM = (
+    "Rewrite the user's last question as one standalone question that can be understood without the "
+    "conversation. Keep the names, figures, periods and dates from the conversation that it refers to. "
+    "Output only the rewritten question."
+)
+_REFERRING = frozenset("it its they them their this that these those he she his her there same such "
+                       "former latter ones one".split())
+_FOLLOW_UP_START = ("and ", "what about", "how about", "also", "but ", "or ", "then ", "same for")
+_WORDS = re.compile(r"[a-z0-9']+")
+_STOP = frozenset("a an and the of in on for to is are was were be do does did what which who how when "
+                  "where why about with by as at from than then also but or".split())
+
+
+def rule_rewrite(question: str, previous: str | None) -> str:
+    """Without an LLM: a question that refers back (a pronoun, 'and ...', 'what about ...', or
+    fewer than three content words) is completed with the previous standalone question."""
+    if not previous:
+        return question
+    words = _WORDS.findall(question.lower())
+    content = [w for w in words if w not in _STOP and w not in _REFERRING]
+    q = question.strip()
+    if set(words) & _REFERRING or q.lower().startswith(_FOLLOW_UP_START) or len(content) < 3:
+        return f"{q} (follow-up to: {previous})"
+    return q
+
+
+class ChatSession:
+    """Multi-turn answers. Each follow-up is rewritten into a standalone question before
+    retrieval (by the LLM, or by `rule_rewrite` without one); earlier turns go into the prompt,
+    oldest dropped first when the token budget needs the room."""
+
+    def __init__(self, pipeline: RagPipeline):
+        self.pipeline = pipeline
+        self.history: list[ChatMessage] = []
+        self.standalone: list[str] = []
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.standalone.clear()
+
+    def rewrite(self, question: str) -> str:
+        question = question.strip()
+        if not question:
+            raise ConfigError("empty question")
+        previous = self.standalone[-1] if self.standalone else None
+        llm = self.pipeline.llm
+        if previous is None:
+            return question
+        if llm is not None:
+            convo = "\n".join(f"{m.role.capitalize()}: {m.content[:600]}" for m in self.history[-6:])
+            messages = [ChatMessage(role="system", content=REWRITE_SYSTEM),
+                        ChatMessage(role="user", content=f"Conversation:\n{convo}\n\nLast question: {question}\n\n"
+                                                         "Standalone question:")]
+            try:
+                text = llm.generate(messages, GenerationSettings(max_tokens=64, temperature=0.0)).text
+                rewritten = _first_line(text)
+                if rewritten and len(rewritten) <= 4 * len(question) + 200:
+                    return rewritten
+            except LLMError:
+                pass  # fall through to the rule
+        return rule_rewrite(question, previous)
+
+    def stream(self, question: str, filters=None) -> Iterator[str | Answer]:
+        standalone = self.rewrite(question)
+        answer = None
+        for item in self.pipeline.stream(question, history=self.history, filters=filters,
+                                         retrieval_query=standalone if standalone != question.strip() else None):
+            answer = item
+            yield item
+        assert isinstance(answer, Answer)
+        self.standalone.append(standalone)
+        self.history += [ChatMessage(role="user", content=question.strip()),
+                         ChatMessage(role="assistant", content=strip_citations(answer.text))]
+
+    def ask(self, question: str, filters=None) -> Answer:
+        answer = None
+        for item in self.stream(question, filters):
+            answer = item
+        assert isinstance(answer, Answer)
+        return answer
+
+
+def _first_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        line = re.sub(r"^(standalone question|question|rewritten question)\s*:\s*", "", line.strip(), flags=re.I)
+        line = line.strip().strip('"“”').strip()
+        if line:
+            return line
+    return ""
+
+
+def backend_from_dict(data: dict[str, Any]) -> LLMBackend:
+    """Rebuild a backend from its to_dict()."""
+    kind = data.get("type", "")
+    if kind in ("openai", "OpenAICompatibleBackend"):
+        from connectors.llm_openai import OpenAICompatibleBackend as cls
+    elif kind in ("ollama", "OllamaBackend"):
+        from connectors.llm_ollama import OllamaBackend as cls
+    elif kind in ("local", "LocalTransformersBackend"):
+        from connectors.llm_local import LocalTransformersBackend as cls
+    else:
+        raise ConfigError(f"unknown LLM backend type '{kind}'")
+    return cls.from_dict(data)

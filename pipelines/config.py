@@ -1,0 +1,188 @@
+"""The configuration file: one TOML file, validated with pydantic, that builds the same pipeline as
+the Python API and gives the `rag` commands their defaults (flags still win).
+
+```toml
+[store]
+dir = "rag_store"          # or url = "http://qdrant:6333" (API key from $QDRANT_API_KEY)
+collection = "documents"
+
+[encoder]
+model = "sentence-transformers/all-MiniLM-L6-v2"
+
+[chunking]
+size = 256
+overlap = 32
+
+[retrieval]
+mode = "hybrid"
+top_k = 8
+
+[prompt]
+max_answer_tokens = 512
+template = "my_template.toml"   # keys system and user, with {context} and {question}
+
+[llm]
+backend = "openai"              # local (SmolLM2, offline), openai, ollama or none (extracts)
+base_url = "http://127.0.0.1:8080/v1"
+model = "smollm2"
+api_key_env = "OPENAI_API_KEY"  # the name of the variable, never the key
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.stores import DEFAULT_COLLECTION, DEFAULT_STORE_DIR, StoreSettings
+from rag.encoder import DEFAULT_MODEL
+from rag.errors import ConfigError
+from rag.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
+
+Backend = Literal["local", "openai", "ollama", "none"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(_Section):
+    dir: str = DEFAULT_STORE_DIR
+    collection: str = DEFAULT_COLLECTION
+    url: str | None = None
+    local_path: str | None = None
+
+    def settings(self) -> StoreSettings:
+        return StoreSettings(store_dir=self.dir, collection=self.collection, url=self.url,
+                             local_path=self.local_path)
+
+
+class EncoderConfig(_Section):
+    model: str = DEFAULT_MODEL
+    device: str | None = None
+
+
+class ChunkingConfig(_Section):
+    size: int = Field(256, ge=16)
+    overlap: int = Field(32, ge=0)
+
+
+class RetrievalConfig(_Section):
+    mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    fusion: Literal["rrf", "wsf", "dbsf"] = DEFAULT_FUSION
+    rrf_k: int = Field(60, ge=1)
+    weights: tuple[float, float] = DEFAULT_WEIGHTS
+    candidates: int = Field(DEFAULT_CANDIDATES, ge=1)
+    top_k: int = Field(8, ge=1)
+    mmr: float | None = Field(None, ge=0, le=1)
+
+
+class PromptConfig(_Section):
+    template: str | None = Field(None, description="TOML file with system/user, or a text file (user)")
+    max_answer_tokens: int = Field(512, ge=16)
+    max_passages: int = Field(8, ge=1)
+    context_window: int | None = Field(None, ge=256, description="default: the backend's window")
+    margin: float = Field(0.05, ge=0, lt=0.5)
+
+
+class LLMConfig(_Section):
+    backend: Backend = "local"
+    model: str | None = Field(None, description="model name on the server, or a local folder / .gguf")
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    context_window: int | None = Field(None, ge=256)
+    temperature: float = Field(0.0, ge=0)
+    device: str | None = None
+
+
+class RagConfig(_Section):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    source: str | None = Field(None, exclude=True, description="the file it was read from")
+
+    def cli_defaults(self) -> dict[str, Any]:
+        """argparse destinations -> values, for the `rag` commands that have those options."""
+        r, p, m = self.retrieval, self.prompt, self.llm
+        out = {"store": self.store.dir, "collection": self.store.collection, "url": self.store.url,
+               "qdrant_path": self.store.local_path, "model": self.encoder.model, "device": self.encoder.device,
+               "chunk_size": self.chunking.size, "chunk_overlap": self.chunking.overlap,
+               "mode": r.mode, "fusion": r.fusion, "rrf_k": r.rrf_k,
+               "weights": ",".join(f"{w:g}" for w in r.weights), "candidates": r.candidates,
+               "top_k": r.top_k, "mmr": r.mmr, "template": p.template, "max_tokens": p.max_answer_tokens,
+               "max_passages": p.max_passages, "context_window": p.context_window or m.context_window,
+               "llm": m.backend, "llm_model": m.model, "base_url": m.base_url, "api_key_env": m.api_key_env,
+               "timeout": m.timeout, "max_retries": m.max_retries, "temperature": m.temperature,
+               "llm_device": m.device}
+        return out
+
+
+def load_config(path: str | Path) -> RagConfig:
+    """Read and validate a TOML config file. Relative paths in it (store dir, template, a local
+    model folder) are taken relative to the file's folder."""
+    p = Path(path).expanduser()
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"config {p}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {p}: not valid TOML: {e}") from None
+    try:
+        cfg = RagConfig(**data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"config {p}: [{where}] {first['msg']}"
+                          + (f" ({len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else "")) from None
+    base = p.resolve().parent
+    cfg.source = str(p)
+    if not Path(cfg.store.dir).is_absolute():
+        cfg.store.dir = str(base / cfg.store.dir)
+    if cfg.store.local_path and not Path(cfg.store.local_path).is_absolute():
+        cfg.store.local_path = str(base / cfg.store.local_path)
+    if cfg.prompt.template and not Path(cfg.prompt.template).is_absolute():
+        cfg.prompt.template = str(base / cfg.prompt.template)
+    for section, attr in ((cfg.encoder, "model"), (cfg.llm, "model")):
+        value = getattr(section, attr)
+        if value and (value.startswith("./") or value.startswith("../")):
+            setattr(section, attr, str(base / value))
+    return cfg
+
+
+def make_backend(cfg: LLMConfig):
+    """The LLM backend a config names, or None for extracts only. Nothing is loaded or contacted
+    here: backends connect or load on first use."""
+    if cfg.backend == "none":
+        return None
+    if cfg.backend == "local":
+        from connectors.llm_local import LocalTransformersBackend
+
+        kwargs: dict[str, Any] = {"device": cfg.device}
+        if cfg.model:
+            kwargs["model"] = cfg.model
+        if cfg.context_window:
+            kwargs["context_window"] = cfg.context_window
+        return LocalTransformersBackend(**kwargs)
+    if not cfg.model:
+        raise ConfigError(f"llm backend '{cfg.backend}' needs a model name (--llm-model or [llm] model)")
+    common: dict[str, Any] = {"model": cfg.model, "timeout": cfg.timeout, "max_retries": cfg.max_retries}
+    if cfg.context_window:
+        common["context_window"] = cfg.context_window
+    if cfg.backend == "openai":
+        from connectors.llm_openai import OpenAICompatibleBackend
+
+        if not cfg.base_url:
+            raise ConfigError("llm backend 'openai' needs base_url (--base-url or [llm] base_url), "
+                              "e.g. http://127.0.0.1:8080/v1")
+        return OpenAICompatibleBackend(base_url=cfg.base_url, api_key_env=cfg.api_key_env, **common)
+    from connectors.llm_ollama import OllamaBackend
+
+    return OllamaBackend(**({"base_url": cfg.base_url} if cfg.base_url else {}), **common)

@@ -1,0 +1,62 @@
+"""The extractive fallback: with no LLM configured, answer with the most relevant sentences of
+the top passages, quoted with their citations and labelled as extracts, not as a generated answer.
+
+A sentence's relevance is its cosine similarity to the question (the same encoder that
+retrieved the passages) plus a small share of lexical overlap with the question's words, so
+that exact figures and names asked for count. Near-duplicate sentences are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from rag.chunking import split_sentences
+from rag.models import Passage
+
+HEADER = "Extracts from your documents (no LLM configured: quoted sentences, not a generated answer):"
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9$%.,'-]*[A-Za-z0-9%]|[A-Za-z0-9]")
+_STOP = frozenset("""a an and are as at be by did do does for from had has have how in is it its of on or
+the their this to was were what when where which who why will with would about after before
+than that these those there""".split())
+
+
+def _terms(text: str) -> set[str]:
+    return {w.lower().strip(".,") for w in _WORD.findall(text)} - _STOP
+
+
+def extract(question: str, passages: Sequence[Passage], encoder, max_sentences: int = 3,
+            min_words: int = 4, lexical_weight: float = 0.3, duplicate_cosine: float = 0.9,
+            max_chars: int = 400) -> tuple[str, list[int]]:
+    """Returns (text, cited passage numbers). `encoder` has `encode(texts) -> normalised vectors`."""
+    candidates: list[tuple[str, int, int]] = []  # sentence, passage number, passage rank position
+    for pos, p in enumerate(passages):
+        for s in split_sentences(p.text):
+            if len(s.split()) >= min_words:
+                candidates.append((s if len(s) <= max_chars else s[:max_chars].rsplit(" ", 1)[0] + " …",
+                                   p.number, pos))
+    if not candidates:
+        return "The retrieved passages contain no sentence to quote.", []
+    vecs = encoder.encode([question] + [c[0] for c in candidates])
+    q, sv = vecs[0], vecs[1:]
+    cos = sv @ q
+    qt = _terms(question)
+    overlap = np.array([len(qt & _terms(c[0])) / len(qt) if qt else 0.0 for c in candidates])
+    score = (1 - lexical_weight) * cos + lexical_weight * overlap
+    chosen: list[int] = []
+    for i in np.argsort(-score, kind="stable"):
+        if any(float(sv[i] @ sv[j]) >= duplicate_cosine for j in chosen):
+            continue
+        chosen.append(int(i))
+        if len(chosen) == max_sentences:
+            break
+    lines = [HEADER, ""]
+    cited: list[int] = []
+    for k, i in enumerate(chosen, 1):
+        sentence, number, _ = candidates[i]
+        lines.append(f'{k}. "{sentence}" [{number}]')
+        if number not in cited:
+            cited.append(number)
+    return "\n".join(lines), cited
