@@ -76,12 +76,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", default="/tmp/rag-bench-store", help="Edge store folder (default: %(default)s)")
     ap.add_argument("--collection", default="sec10q")
-    ap.add_argument("--top-k", type=int, default=8)
+    ap.add_argument("--top-k", default="4,8,16",
+                    help="passages retrieved, comma-separated for a sweep; answers use the largest (default: %(default)s)")
     ap.add_argument("--context-window", type=int, default=4096,
                     help="prompt budget window in tokens (default: %(default)s)")
     ap.add_argument("--max-tokens", type=int, default=256, help="answer tokens (default: %(default)s)")
     ap.add_argument("--llm", choices=("local", "none"), default="local")
     ap.add_argument("--limit", type=int, help="first N questions only")
+    ap.add_argument("--threads", type=int, help="torch threads for the LLM (default: all cores)")
     ap.add_argument("--out", help="write all per-question results as JSON")
     args = ap.parse_args()
 
@@ -102,7 +104,8 @@ def main() -> int:
     from rag.prompt import PromptAssembler, check_citations
     from rag.models import Answer
 
-    con = Console()
+    con = Console(width=max(Console().width, 150))
+    top_ks = sorted(int(k) for k in args.top_k.split(","))
     store = StoreSettings(store_dir=args.store, collection=args.collection)
     encoder = SentenceEncoder()
     t0 = time.perf_counter()
@@ -113,13 +116,14 @@ def main() -> int:
     for r in rows:
         r["figures"] = sorted(figures(r["Answer"]))
     with_figures = [r for r in rows if r["figures"]]
-    assembler = PromptAssembler(context_window=args.context_window, max_answer_tokens=args.max_tokens)
+    assembler = PromptAssembler(context_window=args.context_window, max_answer_tokens=args.max_tokens,
+                                max_passages=max(top_ks))
     results: dict = {"questions": len(rows), "with_figures": len(with_figures), "modes": {}, "per_question": []}
 
-    # 1. figures in the assembled context, per retrieval mode
+    # 1. figures in the assembled context, per retrieval mode and depth
     prompts = {}
-    for mode in ("dense", "bm25", "hybrid"):
-        pipe = RagPipeline(encoder=encoder, store=store, retriever={"mode": mode, "top_k": args.top_k},
+    for mode, top_k in [(m, k) for k in top_ks for m in ("dense", "bm25", "hybrid")]:
+        pipe = RagPipeline(encoder=encoder, store=store, retriever={"mode": mode, "top_k": top_k},
                            prompt=assembler, llm=None)
         all_present = found = total = 0
         per_q = []
@@ -134,19 +138,24 @@ def main() -> int:
                 all_present += len(present) == len(r["figures"])
             per_q.append({"question": r["Question"], "figures": r["figures"], "present": present,
                           "passages": len(prompt.passages), "prompt_tokens": prompt.prompt_tokens})
-            if mode == "hybrid":
+            if mode == "hybrid" and top_k == top_ks[-1]:
                 prompts[r["Question"]] = prompt
         pipe.close()
-        results["modes"][mode] = {"all_figures_rate": all_present / max(1, len(with_figures)),
-                                  "figure_recall": found / max(1, total), "figures": total, "per_question": per_q}
+        results["modes"][f"{mode}@{top_k}"] = {
+            "mode": mode, "top_k": top_k, "all_figures_rate": all_present / max(1, len(with_figures)),
+            "figure_recall": found / max(1, total), "figures": total,
+            "prompt_tokens_mean": statistics.mean(q["prompt_tokens"] for q in per_q),
+            "passages_mean": statistics.mean(q["passages"] for q in per_q), "per_question": per_q}
 
-    table = Table(title=f"sec10q: reference figures in the assembled context (top {args.top_k}, "
-                        f"{args.context_window}-token window, {len(with_figures)} of {len(rows)} questions quote figures)",
+    table = Table(title=f"sec10q: reference figures in the assembled context ({args.context_window}-token window, "
+                        f"{args.max_tokens} kept for the answer; {len(with_figures)} of {len(rows)} questions quote figures)",
                   title_justify="left")
-    for col in ("mode", "questions with every figure", "figures present"):
+    for col in ("mode", "top k", "questions with every figure", "figures present", "passages", "prompt tokens"):
         table.add_column(col, justify="right")
-    for mode, m in results["modes"].items():
-        table.add_row(mode, f"{m['all_figures_rate']:.3f}", f"{m['figure_recall']:.3f} of {m['figures']}")
+    for m in results["modes"].values():
+        table.add_row(m["mode"], str(m["top_k"]), f"{m['all_figures_rate']:.3f}",
+                      f"{m['figure_recall']:.3f} of {m['figures']}", f"{m['passages_mean']:.1f}",
+                      f"{m['prompt_tokens_mean']:.0f}")
     con.print(table)
 
     # 2. answers: the LLM against the extractive fallback, on the same hybrid prompts
@@ -158,11 +167,15 @@ def main() -> int:
         t0 = time.perf_counter()
         llm.warm_up()
         con.print(f"local LLM loaded in {time.perf_counter() - t0:.1f} s")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         backends.append((llm.name, llm))
     settings = GenerationSettings(max_tokens=args.max_tokens, temperature=0.0)
-    summary = Table(title="sec10q answers on the hybrid prompts", title_justify="left")
-    for col in ("backend", "answers", "citations valid", "some citation out of range", "no citation",
-                "figures quoted (answers with figures)", "latency p50 s", "mean s", "max s"):
+    summary = Table(title=f"sec10q answers on the hybrid top-{top_ks[-1]} prompts", title_justify="left")
+    for col in ("backend", "answers", "citations valid", "cites out of range", "no citation",
+                "all figures quoted", "p50 s", "mean s", "max s"):
         summary.add_column(col, justify="right")
     for name, llm in backends:
         latencies, valid, invalid, uncited, fig_hits = [], 0, 0, 0, 0

@@ -59,7 +59,10 @@ class RagPipeline:
         if prompt is None:
             window = llm.context_window if llm is not None else DEFAULT_CONTEXT_WINDOW
             prompt = PromptAssembler(context_window=window,
-                                     max_answer_tokens=min(self.generation.max_tokens, window // 2))
+                                     max_answer_tokens=min(self.generation.max_tokens, window // 2),
+                                     count_tokens=model_token_counter(llm))
+        if prompt._count is None and model_token_counter(llm) is not None:
+            prompt._count = model_token_counter(llm)  # budget in the model's own tokens
         self.prompt = prompt
         self.fallback_to_extracts = fallback_to_extracts
         self._vs = None
@@ -79,7 +82,8 @@ class RagPipeline:
         template = PromptTemplate.from_file(cfg.prompt.template) if cfg.prompt.template else None
         prompt = PromptAssembler(template=template, context_window=window,
                                  max_answer_tokens=min(cfg.prompt.max_answer_tokens, window // 2),
-                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin)
+                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin,
+                                 count_tokens=model_token_counter(llm))
         r = cfg.retrieval
         encoder = (SentenceEncoder(cfg.encoder.model, device=cfg.encoder.device)
                    if cfg.encoder.model != DEFAULT_MODEL or cfg.encoder.device else None)
@@ -182,7 +186,7 @@ class RagPipeline:
             answer.notes.append("no passages retrieved: the LLM was not asked")
             yield answer.text
         elif self.llm is None:
-            answer.text, _ = extract(question, prompt.passages, self.encoder)
+            answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
             yield answer.text
         else:
             answer.kind, answer.backend = "generated", self.llm.name
@@ -204,7 +208,7 @@ class RagPipeline:
                                     + (f"; the {len(''.join(pieces))} characters generated before the failure "
                                        "were discarded" if pieces else ""))
                 answer.kind, answer.backend = "extractive", "extractive"
-                answer.text, _ = extract(question, prompt.passages, self.encoder)
+                answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
                 yield "\n\n" + answer.text if pieces else answer.text
             if answer.finish_reason == "length":
                 answer.notes.append(f"the answer reached max_tokens ({self.generation.max_tokens}) and may be cut short")
@@ -244,7 +248,8 @@ class RagPipeline:
                 raise
             answer.notes.append(f"LLM failed ({e}); answered with extracts instead")
             answer.kind, answer.backend = "extractive", "extractive"
-            answer.text, _ = await asyncio.to_thread(extract, question, prompt.passages, self.encoder)
+            answer.text, _ = await asyncio.to_thread(extract, _phrasings(question, retrieval_query),
+                                                      prompt.passages, self.encoder)
             yield answer.text
         answer.seconds = time.perf_counter() - started
         yield check_citations(answer)
@@ -343,6 +348,10 @@ class ChatSession:
         return answer
 
 
+def _phrasings(question: str, retrieval_query: str | None) -> list[str]:
+    return [question] if not retrieval_query or retrieval_query == question else [question, retrieval_query]
+
+
 def _first_line(text: str) -> str:
     for line in text.strip().splitlines():
         line = re.sub(r"^(standalone question|question|rewritten question)\s*:\s*", "", line.strip(), flags=re.I)
@@ -350,6 +359,11 @@ def _first_line(text: str) -> str:
         if line:
             return line
     return ""
+
+
+def model_token_counter(llm):
+    """The backend's own token counter when it has one (a local model), else None (tiktoken)."""
+    return getattr(llm, "count_tokens", None)
 
 
 def backend_from_dict(data: dict[str, Any]) -> LLMBackend:

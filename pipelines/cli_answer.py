@@ -48,7 +48,7 @@ def add_answer_commands(sub) -> None:
 
 
 def build_pipeline(args):
-    from pipelines.answer import RagPipeline
+    from pipelines.answer import RagPipeline, model_token_counter
     from pipelines.cli import _retriever_settings, _store_settings
     from pipelines.config import LLMConfig, make_backend
     from rag.llm import GenerationSettings
@@ -62,7 +62,7 @@ def build_pipeline(args):
     window = args.context_window or (llm.context_window if llm is not None else 8192)
     prompt = PromptAssembler(template=PromptTemplate.from_file(args.template) if args.template else None,
                              context_window=window, max_answer_tokens=min(args.max_tokens, window // 2),
-                             max_passages=args.max_passages)
+                             max_passages=args.max_passages, count_tokens=model_token_counter(llm))
     return RagPipeline(store=_store_settings(args), retriever={**_retriever_settings(args), "mode": args.mode,
                                                                "top_k": args.top_k},
                        prompt=prompt, llm=llm, generation=generation)

@@ -27,10 +27,25 @@ def _terms(text: str) -> set[str]:
     return {w.lower().strip(".,") for w in _WORD.findall(text)} - _STOP
 
 
-def extract(question: str, passages: Sequence[Passage], encoder, max_sentences: int = 3,
+def _overlap(query_terms: set[str], sentence_terms: set[str]) -> float:
+    """Share of the query's words found in the sentence; a word also matches a longer word it
+    begins (pool ~ pooling, revenue ~ revenues), from four letters on."""
+    if not query_terms:
+        return 0.0
+    hits = sum(1 for q in query_terms
+               if q in sentence_terms or (len(q) >= 4 and any(t.startswith(q) or (len(t) >= 4 and q.startswith(t))
+                                                             for t in sentence_terms)))
+    return hits / len(query_terms)
+
+
+def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder, max_sentences: int = 3,
             min_words: int = 4, lexical_weight: float = 0.3, duplicate_cosine: float = 0.9,
-            max_chars: int = 400) -> tuple[str, list[int]]:
-    """Returns (text, cited passage numbers). `encoder` has `encode(texts) -> normalised vectors`."""
+            max_chars: int = 400, min_relative: float = 0.6) -> tuple[str, list[int]]:
+    """Returns (text, cited passage numbers). `encoder` has `encode(texts) -> normalised vectors`.
+    `question` may be several phrasings (a chat follow-up and its standalone rewrite): the
+    semantic score is the mean over them, the lexical one uses the first. Sentences scoring
+    below `min_relative` times the best one are not quoted."""
+    questions = [question] if isinstance(question, str) else list(question)
     candidates: list[tuple[str, int, int]] = []  # sentence, passage number, passage rank position
     for pos, p in enumerate(passages):
         for s in split_sentences(p.text):
@@ -39,14 +54,17 @@ def extract(question: str, passages: Sequence[Passage], encoder, max_sentences: 
                                    p.number, pos))
     if not candidates:
         return "The retrieved passages contain no sentence to quote.", []
-    vecs = encoder.encode([question] + [c[0] for c in candidates])
-    q, sv = vecs[0], vecs[1:]
-    cos = sv @ q
-    qt = _terms(question)
-    overlap = np.array([len(qt & _terms(c[0])) / len(qt) if qt else 0.0 for c in candidates])
+    vecs = encoder.encode(questions + [c[0] for c in candidates])
+    q, sv = vecs[:len(questions)], vecs[len(questions):]
+    cos = (sv @ q.T).mean(axis=1)
+    qt = _terms(questions[0])
+    overlap = np.array([_overlap(qt, _terms(c[0])) for c in candidates])
     score = (1 - lexical_weight) * cos + lexical_weight * overlap
     chosen: list[int] = []
+    best = float(score.max())
     for i in np.argsort(-score, kind="stable"):
+        if chosen and float(score[i]) < min_relative * best:
+            break
         if any(float(sv[i] @ sv[j]) >= duplicate_cosine for j in chosen):
             continue
         chosen.append(int(i))

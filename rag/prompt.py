@@ -298,13 +298,18 @@ def _absorb(g: _Group, cid: str, text: str, start: int, end: int, page_start: in
     """Splice a chunk into a group by character offsets (chunk text is the exact slice of the
     document text, so the overlap is removed exactly)."""
     if start < g.start:
-        g.text = text + _tail(g.text, g.start, end) if end >= g.start else text + " " + g.text
+        g.text = text + _tail(g.text, g.start, end) if end >= g.start else text + _gap(g.start - end) + g.text
         g.start = start
     if end > g.end:
-        g.text = g.text + _tail(text, start, g.end) if start <= g.end else g.text + " " + text
+        g.text = g.text + _tail(text, start, g.end) if start <= g.end else g.text + _gap(start - g.end) + text
         g.end = max(g.end, end)
     g.ids.append(cid)
     g.page_start, g.page_end = min(g.page_start, page_start), max(g.page_end, page_end)
+
+
+def _gap(width: int) -> str:
+    """What stood between two touching chunks: a space, or a paragraph/page break (two characters)."""
+    return "\n\n" if width >= 2 else " "
 
 
 def _tail(text: str, text_start: int, upto: int) -> str:
@@ -318,7 +323,7 @@ def format_passage(number: int, g: Any) -> str:
     name = Path(g.source).name or g.source
     pages = str(g.page_start) if g.page_start == g.page_end else f"{g.page_start}-{g.page_end}"
     body = re.sub(r"</?\s*passages?\b", lambda m: m.group(0).replace("<", "‹"), g.text, flags=re.I)
-    return f'<passage id="{number}" source="{_attr(name)}" pages="{pages}">\n{body}\n</passage>'
+    return f'<passage [{number}] source="{_attr(name)}" pages="{pages}">\n{body}\n</passage>'
 
 
 def _attr(s: str) -> str:

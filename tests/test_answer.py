@@ -106,7 +106,7 @@ def test_generated_answer_gets_checked_citations_and_the_prompt_has_the_passages
     assert any("[9]" in n for n in answer.notes)
     sent = llm.calls[0]
     assert sent[0].role == "system" and sent[-1].role == "user"
-    assert '<passage id="1"' in sent[-1].content and "What were iPhone net sales?" in sent[-1].content
+    assert '<passage [1]' in sent[-1].content and "What were iPhone net sales?" in sent[-1].content
     assert "$39.7 billion" in answer.passages[0].text
     # the prompt fits the backend's window with the answer's room kept
     assert answer.prompt_tokens + rag.prompt.max_answer_tokens <= llm.context_window

@@ -51,3 +51,28 @@ def test_hybrid_search_example(tmp_path):
     assert "ingested 2 files" in done.stdout
     first = next(line for line in done.stdout.splitlines() if line.startswith("│ 1 "))
     assert "espresso.md" in first, done.stdout
+
+
+def test_chat_app_example_with_extracts_and_with_a_server(tmp_path):
+    from llm_fake_server import FakeLLMServer
+
+    done = subprocess.run([sys.executable, str(EXAMPLES / "chat_app.py"), "--llm", "none"], cwd=tmp_path,
+                          env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "ingested 2 files" in out
+    first, second = out.split("\n> ")[1:3]
+    assert '"A shot takes 25 to 30 seconds." [1]' in first and "[1] cited espresso.md" in first
+    assert "70 to 80 degrees Celsius" in second and "cited tea.txt" in second
+    assert list(tmp_path.iterdir()) == []  # the demo store lived in a temporary folder
+
+    with FakeLLMServer(answer="A shot takes 25 to 30 seconds [1].") as server:
+        done = subprocess.run([sys.executable, str(EXAMPLES / "chat_app.py"), "--llm", "openai",
+                               "--base-url", server.openai_url, "--model", "fake-model",
+                               "--question", "How long does an espresso shot take?"],
+                              cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=300)
+        asked = [r.body for r in server.requests]
+    assert done.returncode == 0, done.stderr
+    assert "A shot takes 25 to 30 seconds [1]." in done.stdout and "[1] cited espresso.md" in done.stdout
+    assert len(asked) == 1 and asked[0]["stream"] is True
+    assert "How long does an espresso shot take?" in asked[0]["messages"][-1]["content"]

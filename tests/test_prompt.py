@@ -32,8 +32,8 @@ def test_passages_numbered_in_rank_order_with_source_and_pages():
     p = PromptAssembler().assemble("What?", rs)
     user = p.messages[-1].content
     assert [x.number for x in p.passages] == [1, 2]
-    assert '<passage id="1" source="report.pdf" pages="3">\nFirst fact here.\n</passage>' in user
-    assert '<passage id="2" source="notes.txt" pages="1">' in user
+    assert '<passage [1] source="report.pdf" pages="3">\nFirst fact here.\n</passage>' in user
+    assert '<passage [2] source="notes.txt" pages="1">' in user
     assert user.index("First fact") < user.index("Second fact")
     assert "Question: What?" in user
     assert p.messages[0].role == "system" and "only" in p.messages[0].content
