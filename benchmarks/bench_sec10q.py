@@ -175,10 +175,10 @@ def main() -> int:
     settings = GenerationSettings(max_tokens=args.max_tokens, temperature=0.0)
     summary = Table(title=f"sec10q answers on the hybrid top-{top_ks[-1]} prompts", title_justify="left")
     for col in ("backend", "answers", "citations valid", "cites out of range", "no citation",
-                "all figures quoted", "p50 s", "mean s", "max s"):
+                "all figures quoted", "figures quoted", "p50 s", "mean s", "max s"):
         summary.add_column(col, justify="right")
     for name, llm in backends:
-        latencies, valid, invalid, uncited, fig_hits = [], 0, 0, 0, 0
+        latencies, valid, invalid, uncited, fig_hits, fig_quoted = [], 0, 0, 0, 0, 0
         answers = []
         with Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=Console(stderr=True)) as bar:
@@ -201,13 +201,16 @@ def main() -> int:
                 uncited += not a.cited
                 quoted = [f for f in r["figures"] if f in context_numbers(text)]
                 fig_hits += bool(r["figures"]) and len(quoted) == len(r["figures"])
+                fig_quoted += len(quoted)
                 answers.append({"question": r["Question"], "answer": text, "cited": a.cited,
                                 "invalid": a.invalid_citations, "seconds": seconds, "finish": finish,
                                 "figures_quoted": quoted})
                 bar.advance(task)
         n = len(rows)
         summary.add_row(name, str(n), f"{valid / n:.3f}", f"{invalid / n:.3f}", f"{uncited / n:.3f}",
-                        f"{fig_hits / max(1, len(with_figures)):.3f}", f"{statistics.median(latencies):.2f}",
+                        f"{fig_hits / max(1, len(with_figures)):.3f}",
+                        f"{fig_quoted / max(1, sum(len(r['figures']) for r in rows)):.3f}",
+                        f"{statistics.median(latencies):.2f}",
                         f"{statistics.mean(latencies):.2f}", f"{max(latencies):.2f}")
         results[f"answers_{name}"] = {"citation_valid_rate": valid / n, "invalid_rate": invalid / n,
                                       "uncited_rate": uncited / n, "latency_p50": statistics.median(latencies),

@@ -38,7 +38,8 @@ DEFAULT_SYSTEM = (
 DEFAULT_USER = (
     "<passages>\n{context}\n</passages>\n\n"
     "Question: {question}\n"
-    "Answer from the passages above only, citing them as [n]."
+    "Answer from the passages above only. After each statement, give the number of the passage "
+    "it comes from in square brackets, for example [1]."
 )
 # Chat-format overhead per message and for priming the reply (OpenAI's published accounting;
 # other chat templates are close to it, and the safety margin covers the rest).
