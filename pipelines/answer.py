@@ -180,14 +180,8 @@ class RagPipeline:
         started = time.perf_counter()
         prompt, response = self.prepare(question, history, filters, retrieval_query)
         answer = self._answer_shell(question, prompt, response, retrieval_query)
-        if not prompt.passages:
-            answer.text = "The collection has no passage that matches this question, so there is nothing to answer from."
-            answer.kind = "none"
-            answer.notes.append("no passages retrieved: the LLM was not asked")
-            yield answer.text
-        elif self.llm is None:
-            answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
-            yield answer.text
+        if not prompt.passages or self.llm is None:
+            yield self._without_llm(answer, question, retrieval_query, prompt)
         else:
             answer.kind, answer.backend = "generated", self.llm.name
             pieces: list[str] = []
@@ -204,10 +198,7 @@ class RagPipeline:
             except LLMError as e:
                 if not self.fallback_to_extracts:
                     raise
-                answer.notes.append(f"LLM failed ({e}); answered with extracts instead"
-                                    + (f"; the {len(''.join(pieces))} characters generated before the failure "
-                                       "were discarded" if pieces else ""))
-                answer.kind, answer.backend = "extractive", "extractive"
+                self._fall_back(answer, e, pieces)
                 answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
                 yield "\n\n" + answer.text if pieces else answer.text
             if answer.finish_reason == "length":
@@ -233,8 +224,9 @@ class RagPipeline:
         prompt, response = await asyncio.to_thread(self.prepare, question, history, filters, retrieval_query)
         answer = self._answer_shell(question, prompt, response, retrieval_query)
         if not prompt.passages or self.llm is None:
-            for item in self.stream(question, history, filters, retrieval_query, _stream=False):
-                yield item
+            yield await asyncio.to_thread(self._without_llm, answer, question, retrieval_query, prompt)
+            answer.seconds = time.perf_counter() - started
+            yield check_citations(answer)
             return
         answer.kind, answer.backend = "generated", self.llm.name
         pieces: list[str] = []
@@ -246,13 +238,29 @@ class RagPipeline:
         except LLMError as e:
             if not self.fallback_to_extracts:
                 raise
-            answer.notes.append(f"LLM failed ({e}); answered with extracts instead")
-            answer.kind, answer.backend = "extractive", "extractive"
+            self._fall_back(answer, e, pieces)
             answer.text, _ = await asyncio.to_thread(extract, _phrasings(question, retrieval_query),
                                                       prompt.passages, self.encoder)
-            yield answer.text
+            yield "\n\n" + answer.text if pieces else answer.text
         answer.seconds = time.perf_counter() - started
         yield check_citations(answer)
+
+    def _without_llm(self, answer: Answer, question: str, retrieval_query: str | None, prompt: Prompt) -> str:
+        """No passage (the LLM is not asked: it would answer from nothing), or no LLM (extracts)."""
+        if not prompt.passages:
+            answer.text = "The collection has no passage that matches this question, so there is nothing to answer from."
+            answer.kind = "none"
+            answer.notes.append("no passages retrieved: the LLM was not asked")
+        else:
+            answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
+        return answer.text
+
+    @staticmethod
+    def _fall_back(answer: Answer, error: LLMError, pieces: list[str]) -> None:
+        answer.notes.append(f"LLM failed ({error}); answered with extracts instead"
+                            + (f"; the {len(''.join(pieces))} characters generated before the failure "
+                               "were discarded" if pieces else ""))
+        answer.kind, answer.backend = "extractive", "extractive"
 
     def _answer_shell(self, question: str, prompt: Prompt, response: SearchResponse,
                       retrieval_query: str | None) -> Answer:

@@ -142,6 +142,25 @@ def test_async_ask_matches_sync(collection, encoder):
     assert [p.chunk_ids for p in a.passages] == [p.chunk_ids for p in sync.passages]
 
 
+def test_async_without_llm_and_async_fallback(collection, encoder):
+    with RagPipeline(encoder=encoder, store=collection, llm=None) as rag:
+        sync = rag.ask("What were iPhone net sales?")
+        rag.close()
+        a = asyncio.run(rag.aask("What were iPhone net sales?"))
+        assert a.kind == "extractive" and a.text == sync.text and a.cited == sync.cited
+        rag.close()
+        rag.llm = Scripted(["Net sales were $39.7 billion [1] in the quarter."],
+                           fail=LLMConnectionError("stream cut"), fail_after=2)
+
+        async def run():
+            return [item async for item in rag.astream("What were iPhone net sales?")]
+
+        items = asyncio.run(run())
+    a = items[-1]
+    assert a.kind == "extractive" and a.text == sync.text
+    assert any("stream cut" in n and "discarded" in n for n in a.notes)
+
+
 def test_chat_rewrites_follow_ups_and_keeps_history(collection, encoder):
     llm = Scripted(["iPhone sales were $39.7 billion [1].",
                     "What were Apple's Services revenues in the quarter ended July 1, 2023?",
