@@ -1,7 +1,7 @@
 """`rag eval retrieval DIR`: BEIR-style evaluation of dense, BM25 and hybrid retrieval.
 
-The corpus is ingested into its own collection (`beir-<folder name>`; unchanged documents are
-skipped on later runs), each query's chunk hits are collapsed to documents (a document ranks
+The corpus is ingested into its own collection (`beir-<folder name>`, plus `-<model name>` for
+an encoder other than the default; unchanged documents are skipped on later runs), each query's chunk hits are collapsed to documents (a document ranks
 where its best chunk ranks), and nDCG@10, recall@10, recall@100 and MRR@10 are reported.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from rag.beir import BeirDataset, corpus_documents, count_corpus, load_beir
 from rag.chunking import Chunker
-from rag.encoder import SentenceEncoder
+from rag.encoder import DEFAULT_MODEL, SentenceEncoder
 from rag.metrics import evaluate
 from rag.retrieval import Retriever
 from pipelines.ingest import ingest_documents
@@ -38,6 +39,22 @@ class EvalReport(BaseModel):
     collection: str
     results: list[ModeResult]
     ingest: dict[str, int] = Field(default_factory=dict)
+
+
+def model_slug(model: str) -> str:
+    """A collection-name-safe short name of a model: its folder (or hub repo) name."""
+    import re
+
+    name = Path(model.rstrip("/")).name or model
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
+
+
+def default_collection(folder: str, model: str = DEFAULT_MODEL) -> str:
+    """`beir-<folder>` for the default encoder, `beir-<folder>-<model name>` for any other, so
+    that evaluating a fine-tuned model never meets the default model's collection (whose
+    recorded encoder would not match)."""
+    base = f"beir-{Path(folder).resolve().name}"
+    return base if model == DEFAULT_MODEL else f"{base}-{model_slug(model)}"
 
 
 def collapse(sources: Sequence[str], depth: int = DOC_DEPTH) -> list[str]:
@@ -78,7 +95,7 @@ def eval_retrieval(
 
     data = load_beir(folder, split)
     encoder = encoder or SentenceEncoder()
-    store = store or StoreSettings(collection=f"beir-{data.name}")
+    store = store or StoreSettings(collection=default_collection(folder, encoder.model))
     n_docs = count_corpus(folder)
     rep = ingest_documents(corpus_documents(folder), encoder=encoder, store=store, chunker=chunker,
                            progress=progress)

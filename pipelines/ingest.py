@@ -9,6 +9,14 @@ Idempotent and crash-safe by construction:
 
 A background thread loads and chunks files while the main thread encodes and writes, so the
 encoder is not left waiting on pypdf.
+
+Near-duplicate chunks (`near_duplicates="flag"` or `"skip"`): a chunk whose cosine similarity to
+an earlier chunk of this job, or to a chunk of another source already in the collection, is at
+least the threshold is listed in the report, and with "skip" not written. With "skip" a file's
+chunks are encoded together (the batch boundary moves to the end of a file) so that its chunk
+count, recorded in every point, is final before its first point is written; the check against
+the collection ignores the file's own source (its old version, or a crashed run's partial copy),
+so that a rerun makes the same decisions and the file is then "unchanged".
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from rag.chunking import Chunker
@@ -29,7 +38,7 @@ from rag.encoder import SentenceEncoder
 from rag.errors import LoadError
 from rag.loaders import DEFAULT_INCLUDE, find_files, load, source_name
 from rag.models import Chunk, Document
-from rag.store import CollectionInfo, TextIndexSettings, VectorStore, is_complete
+from rag.store import CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, is_complete
 from pipelines.stores import StoreSettings, open_store
 
 Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
@@ -46,12 +55,25 @@ class FileOutcome(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
+class NearDuplicate(BaseModel):
+    source: str
+    chunk_index: int
+    duplicate_of: str = Field(description="source of the earlier, similar chunk")
+    duplicate_of_chunk: int
+    similarity: float
+    text: str = Field(description="start of the chunk's text")
+
+
 class IngestReport(BaseModel):
     collection: str
     outcomes: list[FileOutcome] = Field(default_factory=list)
     chunks_written: int = 0
     seconds: float = 0.0
     total_points: int = 0
+    near_duplicate_action: Literal["flag", "skip"] | None = None
+    near_duplicate_threshold: float | None = None
+    near_duplicates: int = Field(0, description="chunks found to be near-duplicates (flagged or skipped)")
+    near_duplicate_examples: list[NearDuplicate] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in ("ingested", "replaced", "unchanged", "failed", "pruned")}
@@ -82,6 +104,76 @@ class _Writer:
         self.writes += 1
         if self.kill_after is not None and self.writes >= self.kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _NearDuplicates:
+    """Finds chunks that are near-duplicates of an earlier chunk of the job (same batch) or of a
+    chunk of another source in the collection (which holds the job's earlier batches)."""
+
+    def __init__(self, store: VectorStore, action: str, threshold: float, report: IngestReport,
+                 examples: int = 20, depth: int = 10):
+        if action not in ("flag", "skip"):
+            raise ValueError(f"near-duplicate action must be flag or skip, not {action!r}")
+        if not 0 < threshold <= 1:
+            raise ValueError("near-duplicate threshold must be a cosine in (0, 1]")
+        self.store, self.action, self.threshold, self.report = store, action, threshold, report
+        self.examples, self.depth = examples, depth
+        report.near_duplicate_action, report.near_duplicate_threshold = action, threshold
+
+    def check(self, chunks: list[Chunk], vectors: np.ndarray) -> list[bool]:
+        """True for each chunk to keep (all of them when flagging); records the duplicates."""
+        n, found = len(chunks), [None] * len(chunks)
+        for a in range(0, n, 1024):  # earlier chunks of this batch, a tile at a time
+            sims = vectors[a:a + 1024] @ vectors[:a + 1024].T
+            for r in range(sims.shape[0]):
+                i = a + r
+                if i:
+                    j = int(np.argmax(sims[r, :i]))
+                    if sims[r, j] >= self.threshold:
+                        found[i] = (chunks[j].source, chunks[j].chunk_index, float(sims[r, j]))
+        todo = [i for i in range(n) if found[i] is None]
+        if todo and self.store.count():
+            specs = [QuerySpec(legs=[Leg(kind="dense", vector=vectors[i].tolist(), limit=self.depth)],
+                               limit=self.depth, with_payload=True) for i in todo]
+            for i, hits in zip(todo, self.store.query_batch(specs)):
+                for h in hits:
+                    if h.score < self.threshold:
+                        break
+                    if h.payload.get("source") != chunks[i].source:
+                        found[i] = (h.payload.get("source", ""), int(h.payload.get("chunk_index", -1)), h.score)
+                        break
+        keep = []
+        for c, f in zip(chunks, found):
+            keep.append(f is None or self.action == "flag")
+            if f is None:
+                continue
+            self.report.near_duplicates += 1
+            if len(self.report.near_duplicate_examples) < self.examples:
+                self.report.near_duplicate_examples.append(NearDuplicate(
+                    source=c.source, chunk_index=c.chunk_index, duplicate_of=f[0], duplicate_of_chunk=f[1],
+                    similarity=round(f[2], 4), text=c.text[:200]))
+        return keep
+
+
+def print_near_duplicates(report: IngestReport, out=None) -> None:
+    """The near-duplicate part of the ingest summary (nothing when the check was off)."""
+    if report.near_duplicate_action is None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = out or Console()
+    verb = "skipped (not written)" if report.near_duplicate_action == "skip" else "flagged (written)"
+    out.print(f"near-duplicate chunks (cosine >= {report.near_duplicate_threshold:g}): "
+              f"{report.near_duplicates} {verb}")
+    if report.near_duplicate_examples:
+        t = Table(title="Near-duplicate chunks (examples)", title_justify="left")
+        for c in ("chunk", "duplicate of", "cosine", "text"):
+            t.add_column(c, overflow="fold", justify="right" if c == "cosine" else "left")
+        for d in report.near_duplicate_examples:
+            t.add_row(f"{Path(d.source).name}#{d.chunk_index}", f"{Path(d.duplicate_of).name}#{d.duplicate_of_chunk}",
+                      f"{d.similarity:.3f}", d.text[:120])
+        out.print(t)
 
 
 def _file_hash(path: Path) -> str:
@@ -185,9 +277,13 @@ def ingest(
     text_index: TextIndexSettings | None = None,
     batch_size: int = 128,
     progress: bool = True,
+    near_duplicates: Literal["flag", "skip"] | None = None,
+    dup_threshold: float = 0.95,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
-    failures are in it, not raised, except for errors that stop the whole job (store, model)."""
+    failures are in it, not raised, except for errors that stop the whole job (store, model).
+    near_duplicates: "flag" (report) or "skip" (report, do not write) chunks at least
+    `dup_threshold` cosine-similar to an earlier chunk of the job or of the collection."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
@@ -211,6 +307,7 @@ def ingest(
         raise
     write = _Writer(vs)
     try:
+        dedup = _NearDuplicates(vs, near_duplicates, dup_threshold, report) if near_duplicates else None
         todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
         for p in files:
             src = source_name(p)
@@ -229,7 +326,7 @@ def ingest(
             items = (item if item is IDLE else (source_name(item[0]), *item[1:])
                      for item in loader.items([p for p, _ in todo], encoder.max_seq_length))
             _run(items, len(todo), {source_name(p): old for p, old in todo}, encoder, write, report,
-                 batch_size, progress)
+                 batch_size, progress, dedup)
         if prune:
             _prune(paths, files, vs, write, report)
         if report.chunks_written:
@@ -307,7 +404,8 @@ def ingest_documents(
     return report
 
 
-def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, batch_size, progress) -> None:
+def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, batch_size, progress,
+         dedup: _NearDuplicates | None = None) -> None:
     """Encode and write the chunks of `items` ((source, doc, chunks, failure reason) tuples);
     a source is finished (old versions deleted, outcome recorded) once all its chunks are written."""
     from pipelines.progress import ingest_progress
@@ -318,11 +416,34 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
     file_hashes: dict[str, str] = {}
     warnings: dict[str, list[str]] = {}
 
+    def finish(src: str, bar) -> None:
+        # Old versions go last: until here the old copy stays searchable.
+        write("delete_other_versions", src, file_hashes[src])
+        notes = warnings.pop(src, [])
+        if totals[src] == 0:
+            notes = notes + ["every chunk was a near-duplicate: nothing of this file is stored"]
+        report.outcomes.append(FileOutcome(source=src, status="replaced" if had_old[src] else "ingested",
+                                           chunks=totals[src], warnings=notes))
+        bar.advance_file()
+
     def flush_batch(bar) -> None:
         if not pending:
             return
         vectors = encoder.encode([c.text for c in pending])
-        write("upsert", pending, vectors, totals)
+        emptied: list[str] = []
+        if dedup is not None:
+            keep = dedup.check(pending, vectors)
+            if not all(keep):  # "skip": whole files are pending, so their counts are final here
+                for c, k in zip(pending, keep):
+                    if not k:
+                        totals[c.source] -= 1
+                        remaining[c.source] -= 1
+                kept = [c for c, k in zip(pending, keep) if k]
+                emptied = list(dict.fromkeys(c.source for c in pending if totals[c.source] == 0))
+                pending[:] = kept
+                vectors = vectors[np.asarray(keep)]
+        if pending:
+            write("upsert", pending, vectors, totals)
         report.chunks_written += len(pending)
         bar.advance_chunks(len(pending))
         done_now = []
@@ -331,12 +452,8 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
             if remaining[c.source] == 0:
                 done_now.append(c.source)
         pending.clear()
-        for src in dict.fromkeys(done_now):
-            # Old versions go last: until here the old copy stays searchable.
-            write("delete_other_versions", src, file_hashes[src])
-            report.outcomes.append(FileOutcome(source=src, status="replaced" if had_old[src] else "ingested",
-                                               chunks=totals[src], warnings=warnings.pop(src, [])))
-            bar.advance_file()
+        for src in emptied + list(dict.fromkeys(done_now)):
+            finish(src, bar)
 
     with ingest_progress(total, enabled=progress) as bar:
         for item in items:
@@ -352,10 +469,13 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
             file_hashes[src] = doc.file_hash
             totals[src] = remaining[src] = len(chunks)
             warnings[src] = doc.warnings
+            whole_files = dedup is not None and dedup.action == "skip"
             for c in chunks:
                 pending.append(c)
-                if len(pending) >= batch_size:
+                if len(pending) >= batch_size and not whole_files:
                     flush_batch(bar)
+            if len(pending) >= batch_size and whole_files:
+                flush_batch(bar)
         flush_batch(bar)
 
 

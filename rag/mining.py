@@ -37,3 +37,82 @@ def mine_pairs(embeddings: np.ndarray, threshold: float, block: int = 2048,
     r, c, s = np.concatenate(rows), np.concatenate(cols), np.concatenate(sims)
     order = np.lexsort((c, r, -s))
     return [(int(r[k]), int(c[k]), float(s[k])) for k in order]
+
+
+def read_texts(path, column: str | None = None) -> list[str]:
+    """Texts to mine from a file: .txt one a line; .jsonl the key `column` (default "text");
+    .csv/.tsv the column `column` (default "text", "sentence", else the first); an STS-B file
+    gives its unique sentences (both columns), in order of first appearance."""
+    import csv
+    import json
+    from pathlib import Path
+
+    from rag.errors import ConfigError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv") and column is None:
+        from rag.train_data import _is_sts
+
+        if _is_sts(path):
+            from rag.sts import load_sts
+
+            pairs = load_sts(path)
+            return list(dict.fromkeys([s for p in pairs for s in (p.sentence1, p.sentence2)]))
+    texts: list[str] = []
+    if suffix == ".jsonl":
+        key = column or "text"
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(obj, dict) or key not in obj:
+                    raise ConfigError(f"{path}:{n}: no key '{key}' (give --column)")
+                texts.append(str(obj[key]))
+    elif suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = [r for r in csv.reader(fh, delimiter="," if suffix == ".csv" else "\t") if any(r)]
+        if not rows:
+            raise ConfigError(f"{path}: empty file")
+        header = [h.strip().lower() for h in rows[0]]
+        wanted = [column.lower()] if column else ["text", "sentence"]
+        found = next((header.index(w) for w in wanted if w in header), None)
+        if column is not None and found is None and not column.isdigit():
+            raise ConfigError(f"{path}: no column '{column}' (header: {rows[0]})")
+        idx = int(column) if column is not None and column.isdigit() else (found or 0)
+        for n, r in enumerate(rows[1:] if found is not None else rows, start=2 if found is not None else 1):
+            if len(r) <= idx:
+                raise ConfigError(f"{path}:{n}: no column {idx + 1}")
+            texts.append(r[idx])
+    else:
+        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ConfigError(f"{path}: no texts found")
+    return texts
+
+
+def collection_vectors(settings, batch: int = 1024) -> tuple[list[str], np.ndarray]:
+    """(chunk texts, stored vectors) of a collection, read back from the store (no encoding)."""
+    from pipelines.stores import open_store
+
+    vs = open_store(settings)
+    try:
+        ids, texts = [], []
+        for r in vs._scroll(None, ["text"]):
+            ids.append(str(r.id))
+            texts.append((r.payload or {}).get("text", ""))
+        vectors = np.zeros((len(ids), vs.info.dimension), dtype=np.float32)
+        row = {i: k for k, i in enumerate(ids)}
+        for start in range(0, len(ids), batch):
+            for h in vs.retrieve(ids[start:start + batch], with_vectors=True):
+                vectors[row[h.id]] = h.vector
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return texts, vectors / np.clip(norms, 1e-12, None)
+    finally:
+        vs.close()

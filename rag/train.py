@@ -1,11 +1,16 @@
-"""Fine-tuning the sentence encoder (Sentence-BERT style, shared weights for both sides).
+"""Fine-tuning the sentence encoder (Sentence-BERT style: one encoder, shared weights for every
+column of an example — a siamese network for pairs, a triplet network for triplets).
 
-So far: the cosine-similarity regression objective (MSE between cos(u, v) and the gold score
-scaled to [0, 1]) on STS-format pairs, with the loop a practitioner expects: AdamW, linear
-warm-up over 10% of the steps then linear decay, gradient clipping, a seed, evaluation on a dev
-file after each epoch, and the best epoch kept. The output is an ordinary Hugging Face model
-folder with sentence-transformers' module files, loadable by SentenceEncoder and by
-sentence-transformers alike.
+`train()` is the loop a practitioner expects: AdamW (no weight decay on biases and LayerNorm),
+linear warm-up over 10% of the steps then linear decay, gradient clipping, a seed, evaluation
+on a dev set after each epoch (STS Spearman, or nDCG@10 of dev queries against a dev corpus
+embedded in memory), and the best epoch kept. Objectives are in `rag.losses`: multiple
+negatives ranking with in-batch (and optional hard) negatives, cosine-similarity regression,
+softmax classification over (u, v, |u - v|), and the triplet loss. For in-batch negatives, no
+text appears twice in a batch (a repeated passage would be its own false negative).
+
+The output is an ordinary Hugging Face model folder with sentence-transformers' module files,
+loadable by SentenceEncoder, by sentence-transformers and by `rag ingest --model`.
 """
 
 from __future__ import annotations
@@ -13,13 +18,19 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from rag.encoder import SentenceEncoder, mean_pool, resolve_model
-from rag.sts import StsPair, evaluate_sts, load_sts
+from rag.errors import ConfigError
+from rag.losses import LOSSES, MNR_SCALE
+from rag.sts import evaluate_sts
+from rag.train_data import TrainData, read_training_data
 
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
@@ -32,25 +43,129 @@ class TrainSettings(BaseModel):
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 42
-    max_score: float = Field(5.0, gt=0, description="gold scores are divided by this")
+    max_seq_length: int | None = Field(None, ge=8, description="truncate training (and dev) texts to this "
+                                       "many tokens; the saved model keeps its own limit. None: the model's")
+    max_score: float | None = Field(None, gt=0, description="cosine loss: gold scores are divided by "
+                                    "this; None: 5 when any score exceeds 1, else 1")
+    mnr_scale: float = Field(MNR_SCALE, gt=0)
+    triplet_metric: str = Field("euclidean", pattern="^(euclidean|cosine)$")
+    triplet_margin: float | None = Field(None, description="None: 5 (euclidean) or 0.5 (cosine)")
 
 
 class EpochResult(BaseModel):
     epoch: int
     train_loss: float
-    dev_spearman: float | None = None
+    dev_score: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def dev_spearman(self) -> float | None:  # the STS name, kept for callers of train_sts
+        return self.dev_score
 
 
 class TrainReport(BaseModel):
     output: str
+    loss: str
+    examples: int
     best_epoch: int
-    best_dev_spearman: float | None
+    dev_metric: str | None = None
+    best_dev_score: float | None = None
     epochs: list[EpochResult]
     seconds: float
 
+    @property
+    def best_dev_spearman(self) -> float | None:
+        return self.best_dev_score
 
-def save_model(encoder: SentenceEncoder, out: Path, source: Path | str) -> None:
-    """A Hugging Face folder plus sentence-transformers' pooling/normalize module files."""
+
+# ---------------------------------------------------------------------------------- evaluators
+
+
+class StsEvaluator:
+    """Spearman of cosine similarity against the gold scores of an STS-B format file."""
+
+    metric = "spearman"
+
+    def __init__(self, path: str | Path):
+        self.path = path
+
+    def __call__(self, encoder: SentenceEncoder) -> float:
+        return evaluate_sts(encoder, self.path).spearman
+
+
+class IrEvaluator:
+    """nDCG@10 of queries against a small corpus, both embedded in memory (exact search; no
+    store). Passages are cut at the encoder's max_seq_length, unlike the chunked collection."""
+
+    metric = "ndcg@10"
+
+    def __init__(self, queries: dict[str, str], corpus: dict[str, str], qrels: dict[str, dict[str, float]]):
+        self.queries, self.corpus, self.qrels = queries, corpus, qrels
+
+    @classmethod
+    def from_beir(cls, root: str | Path, split: str = "dev", query_ids: set[str] | None = None,
+                  corpus_size: int | None = 1000, seed: int = 42) -> IrEvaluator:
+        """The judged queries of `split` (or only `query_ids`); the corpus is every judged
+        document plus random others up to `corpus_size` (None: the whole corpus)."""
+        from rag.beir import load_beir
+        from rag.train_data import read_beir_corpus
+
+        data = load_beir(root, split)
+        qids = [q for q in data.queries if query_ids is None or q in query_ids]
+        qrels = {q: data.qrels[q] for q in qids}
+        corpus = read_beir_corpus(root)
+        judged = [d for q in qids for d in qrels[q] if d in corpus]
+        keep = list(dict.fromkeys(judged))
+        if corpus_size is None:
+            keep = list(corpus)
+        else:
+            others = sorted(set(corpus) - set(keep))
+            random.Random(seed).shuffle(others)
+            keep += others[:max(0, corpus_size - len(keep))]
+        return cls({q: data.queries[q] for q in qids}, {d: corpus[d] for d in keep}, qrels)
+
+    def __call__(self, encoder: SentenceEncoder) -> float:
+        from rag.metrics import evaluate
+
+        ids = list(self.corpus)
+        d = encoder.encode([self.corpus[i] for i in ids])
+        q = encoder.encode(list(self.queries.values()))
+        sims = q @ d.T
+        k = min(10, len(ids))
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        run = {}
+        for row, qid in enumerate(self.queries):
+            best = top[row][np.argsort(-sims[row, top[row]])]
+            run[qid] = [ids[j] for j in best]
+        return evaluate(run, self.qrels)["ndcg@10"]
+
+
+def beir_holdout(root: str | Path, split: str, n: int, seed: int = 42) -> set[str]:
+    """`n` random judged query ids of `split`, to hold out of training as a dev set."""
+    from rag.beir import load_beir
+
+    qids = sorted(load_beir(root, split).queries)
+    if not 0 < n < len(qids):
+        raise ConfigError(f"holdout {n} must be between 1 and {len(qids) - 1} (the split has {len(qids)} queries)")
+    random.Random(seed).shuffle(qids)
+    return set(qids[:n])
+
+
+def make_evaluator(dev: str | Path | None, split: str = "dev", corpus_size: int | None = 1000,
+                   seed: int = 42):
+    """An STS file -> StsEvaluator; a BEIR folder -> IrEvaluator on `split`; None -> None."""
+    if dev is None:
+        return None
+    p = Path(dev)
+    if p.is_dir():
+        return IrEvaluator.from_beir(p, split, corpus_size=corpus_size, seed=seed)
+    return StsEvaluator(p)
+
+
+# ---------------------------------------------------------------------------------- saving
+def save_model(encoder: SentenceEncoder, out: Path, source: Path | str, max_seq_length: int | None = None) -> None:
+    """A Hugging Face folder plus sentence-transformers' pooling/normalize module files;
+    `max_seq_length` (default: the encoder's) is recorded for loaders and for chunking."""
     out.mkdir(parents=True, exist_ok=True)
     encoder._model.save_pretrained(out)
     encoder._tokenizer.save_pretrained(out)
@@ -65,12 +180,168 @@ def save_model(encoder: SentenceEncoder, out: Path, source: Path | str) -> None:
             {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}],
             indent=2))
     (out / "sentence_bert_config.json").write_text(json.dumps(
-        {"max_seq_length": encoder.max_seq_length, "do_lower_case": False}, indent=2))
+        {"max_seq_length": max_seq_length or encoder.max_seq_length, "do_lower_case": False}, indent=2))
     (out / "1_Pooling").mkdir(exist_ok=True)
     (out / "1_Pooling" / "config.json").write_text(json.dumps({
         "word_embedding_dimension": encoder.dimension, "pooling_mode_cls_token": False,
         "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+
+
+def no_duplicate_batches(texts: Sequence[tuple[str, ...]], order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of example indexes, in `order` as far as possible, with no text twice in a batch
+    (sentence-transformers' NoDuplicatesDataLoader): an example that would repeat a text waits
+    for the next batch."""
+    pending, batches = deque(order), []
+    while pending:
+        batch, seen, skipped = [], set(), []
+        # Bounded look-ahead: with many repeats (one passage for many queries) a batch comes out
+        # smaller rather than the scan turning quadratic.
+        while pending and len(batch) < batch_size and len(skipped) < 50 * batch_size:
+            i = pending.popleft()
+            keys = set(texts[i])
+            if batch and keys & seen:
+                skipped.append(i)
+            else:
+                batch.append(i)
+                seen |= keys
+        pending.extendleft(reversed(skipped))
+        batches.append(batch)
+    return batches
+
+
+def _check_objective(loss: str, data: TrainData) -> None:
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not '{loss}'")
+    need = {"mnr": ("pairs", "triplets"), "triplet": ("triplets",), "cosine": ("labelled",),
+            "softmax": ("labelled",)}[loss]
+    if data.kind not in need:
+        raise ConfigError(f"{data.source}: the {loss} loss needs {' or '.join(need)}, but the file holds "
+                          f"{data.kind} (columns {data.columns}); pick another --loss or give --columns")
+    if loss == "cosine" and not data.numeric:
+        raise ConfigError(f"{data.source}: the cosine loss needs numeric scores, found labels like "
+                          f"'{data.labels[0]}' (use --loss softmax for class labels)")
+
+
+def train(
+    model: str,
+    data: TrainData,
+    output: str | Path,
+    loss: str = "mnr",
+    settings: TrainSettings | None = None,
+    evaluator: Callable[[SentenceEncoder], float] | None = None,
+    device: str | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> TrainReport:
+    """Fine-tune `model` on `data` with `loss`; keep the best epoch by the evaluator's score
+    (the last epoch without one) in `output`."""
+    import torch
+
+    from rag import losses as L
+
+    settings = settings or TrainSettings()
+    _check_objective(loss, data)
+    started = time.perf_counter()
+    rng = random.Random(settings.seed)
+    torch.manual_seed(settings.seed)
+    encoder = SentenceEncoder(model, device=device)
+    encoder.warm_up()
+    model_max_len = encoder.max_seq_length  # what the saved model records
+    if settings.max_seq_length:
+        encoder.max_seq_length = settings.max_seq_length  # training and dev texts only
+    net, tok, dev = encoder._model, encoder._tokenizer, encoder._device
+    if dev.startswith("cuda"):
+        net.float()  # train in fp32; the encoder loads fp16 for inference on CUDA
+
+    head, targets = None, None
+    if loss == "softmax":
+        names = data.label_names()
+        if len(names) < 2:
+            raise ConfigError(f"{data.source}: the softmax loss needs at least 2 label classes, found {names}")
+        index = {n: i for i, n in enumerate(names)}
+        targets = torch.tensor([index[str(x)] for x in data.labels], device=dev)
+        head = torch.nn.Linear(3 * encoder.dimension, len(names)).to(dev)
+    elif loss == "cosine":
+        top = settings.max_score or (5.0 if max(data.labels) > 1 else 1.0)
+        targets = torch.tensor([x / top for x in data.labels], dtype=torch.float32, device=dev)
+
+    # All epochs' batches up front: the step count (and so the schedule) is exact.
+    plan = []
+    for _ in range(settings.epochs):
+        order = list(range(len(data)))
+        rng.shuffle(order)
+        if loss == "mnr":
+            plan.append(no_duplicate_batches(data.texts, order, settings.batch_size))
+        else:
+            plan.append([order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)])
+    total = sum(len(p) for p in plan)
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    named = list(net.named_parameters()) + ([(f"head.{n}", p) for n, p in head.named_parameters()] if head else [])
+    groups = [
+        {"params": [p for n, p in named if not any(k in n for k in no_decay)], "weight_decay": settings.weight_decay},
+        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
+    warmup = int(total * settings.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    params = [p for _, p in named]
+
+    def embed(texts: list[str]):
+        batch = tok(texts, padding=True, truncation=True, max_length=encoder.max_seq_length, return_tensors="pt")
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        return mean_pool(net(**batch).last_hidden_state, batch["attention_mask"])
+
+    def batch_loss(idx: list[int]):
+        cols = [embed([data.texts[i][c] for i in idx]) for c in range(len(data.texts[idx[0]]))]
+        if loss == "mnr":
+            return L.mnr_loss(cols[0], cols[1], cols[2:] or None, scale=settings.mnr_scale)
+        if loss == "triplet":
+            return L.triplet_loss(cols[0], cols[1], cols[2], margin=settings.triplet_margin,
+                                  metric=settings.triplet_metric)
+        if loss == "cosine":
+            return L.cosine_mse_loss(cols[0], cols[1], targets[idx])
+        return L.softmax_loss(cols[0], cols[1], targets[idx], head)
+
+    output = Path(output)
+    history: list[EpochResult] = []
+    best: tuple[float, int] | None = None
+    step = 0
+    for epoch, batches in enumerate(plan, start=1):
+        t_epoch = time.perf_counter()
+        net.train()
+        if head is not None:
+            head.train()
+        losses = []
+        for idx in batches:
+            value = batch_loss(idx)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(value.item())
+            if on_step:
+                on_step(step, total, losses[-1])
+        net.eval()
+        result = EpochResult(epoch=epoch, train_loss=sum(losses) / len(losses))
+        if evaluator is not None:
+            result.dev_score = float(evaluator(encoder))
+        result.seconds = time.perf_counter() - t_epoch
+        history.append(result)
+        if on_epoch:
+            on_epoch(result)
+        score = result.dev_score if result.dev_score is not None else float(epoch)
+        if best is None or score > best[0]:
+            best = (score, epoch)
+            save_model(encoder, output, resolve_model(model), max_seq_length=model_max_len)
+    return TrainReport(output=str(output), loss=loss, examples=len(data), best_epoch=best[1],
+                       dev_metric=getattr(evaluator, "metric", None) if evaluator is not None else None,
+                       best_dev_score=best[0] if evaluator is not None else None,
+                       epochs=history, seconds=time.perf_counter() - started)
 
 
 def train_sts(
@@ -82,73 +353,20 @@ def train_sts(
     device: str | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainReport:
-    """Fine-tune `model` on STS pairs with cosine-similarity regression; keep the best epoch by
-    dev Spearman (the last epoch when there is no dev file) in `output`."""
-    import time
+    """Cosine-similarity regression on STS-B pairs (scores / 5), best epoch by dev Spearman."""
+    from rag.sts import load_sts
 
-    import torch
+    pairs = load_sts(train_file)
+    data = TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],
+                     labels=[p.score for p in pairs], source=str(train_file))
+    settings = (settings or TrainSettings()).model_copy()
+    if settings.max_score is None:
+        settings.max_score = 5.0
+    return train(model, data, output, loss="cosine", settings=settings,
+                 evaluator=StsEvaluator(dev_file) if dev_file is not None else None,
+                 device=device, on_step=on_step)
 
-    settings = settings or TrainSettings()
-    started = time.perf_counter()
-    random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    pairs: list[StsPair] = load_sts(train_file)
-    encoder = SentenceEncoder(model, device=device)
-    encoder.warm_up()
-    net, tok, dev = encoder._model, encoder._tokenizer, encoder._device
-    if dev.startswith("cuda"):
-        net.float()  # train in fp32; the encoder loads fp16 for inference on CUDA
-    steps_per_epoch = (len(pairs) + settings.batch_size - 1) // settings.batch_size
-    total = steps_per_epoch * settings.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    groups = [
-        {"params": [p for n, p in net.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": settings.weight_decay},
-        {"params": [p for n, p in net.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
-    warmup = int(total * settings.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
 
-    def embed(texts: list[str]):
-        batch = tok(texts, padding=True, truncation=True, max_length=encoder.max_seq_length, return_tensors="pt")
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        return mean_pool(net(**batch).last_hidden_state, batch["attention_mask"])
-
-    output = Path(output)
-    history: list[EpochResult] = []
-    best: tuple[float, int] | None = None
-    step = 0
-    for epoch in range(1, settings.epochs + 1):
-        net.train()
-        order = list(range(len(pairs)))
-        random.shuffle(order)
-        losses = []
-        for start in range(0, len(order), settings.batch_size):
-            chunk = [pairs[i] for i in order[start:start + settings.batch_size]]
-            u = embed([p.sentence1 for p in chunk])
-            v = embed([p.sentence2 for p in chunk])
-            gold = torch.tensor([p.score / settings.max_score for p in chunk], device=dev)
-            loss = torch.nn.functional.mse_loss(torch.cosine_similarity(u, v), gold)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(loss.item())
-            if on_step:
-                on_step(step, total, losses[-1])
-        net.eval()
-        result = EpochResult(epoch=epoch, train_loss=sum(losses) / len(losses))
-        if dev_file is not None:
-            result.dev_spearman = evaluate_sts(encoder, dev_file).spearman
-        history.append(result)
-        score = result.dev_spearman if result.dev_spearman is not None else float(epoch)
-        if best is None or score > best[0]:
-            best = (score, epoch)
-            save_model(encoder, output, resolve_model(model))
-    return TrainReport(output=str(output), best_epoch=best[1],
-                       best_dev_spearman=best[0] if dev_file is not None else None,
-                       epochs=history, seconds=time.perf_counter() - started)
+__all__ = ["TrainSettings", "TrainReport", "EpochResult", "train", "train_sts", "save_model",
+           "StsEvaluator", "IrEvaluator", "make_evaluator", "beir_holdout", "no_duplicate_batches",
+           "read_training_data"]

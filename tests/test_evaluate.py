@@ -76,3 +76,31 @@ def test_cli_eval_and_search(beir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "rag: error: collection 'missing' does not exist" in err and "Traceback" not in err
     assert main(["search", "espresso", "--store", store, "--collection", "beir-tiny", "--weights", "x"]) == 2
+
+
+def test_default_collection_depends_on_the_model(tmp_path):
+    from pipelines.evaluate import default_collection, model_slug
+
+    assert default_collection(str(tmp_path / "scifact")) == "beir-scifact"
+    assert default_collection(str(tmp_path / "scifact"), "/tmp/models/SciFact MNR/") == "beir-scifact-scifact-mnr"
+    assert model_slug("BAAI/bge-small-en-v1.5") == "bge-small-en-v1-5"
+
+
+def test_cli_eval_with_another_model_uses_its_own_collection(beir, tmp_path, capsys, encoder):
+    from pipelines.stores import open_store
+    from rag.train import save_model
+
+    model = tmp_path / "my-model"
+    save_model(encoder, model, "sentence-transformers/all-MiniLM-L6-v2")  # same weights, another id
+    store = str(tmp_path / "store")
+    assert main(["eval", "retrieval", str(beir), "--store", store, "--no-progress", "--modes", "bm25"]) == 0
+    assert main(["eval", "retrieval", str(beir), "--store", store, "--no-progress", "--modes", "dense",
+                 "--model", str(model), "--out", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["collection"].endswith("beir-tiny-my-model")
+    for name, recorded in (("beir-tiny", "sentence-transformers/all-MiniLM-L6-v2"),
+                           ("beir-tiny-my-model", model.resolve().as_posix())):
+        vs = open_store(StoreSettings(store_dir=store, collection=name))
+        try:
+            assert vs.info.model == recorded and vs.count() == 5
+        finally:
+            vs.close()

@@ -44,3 +44,83 @@ def test_real_paraphrases_are_found(encoder):
     assert (0, 2) in found
     assert all(s >= 0.6 for *_, s in pairs)
     assert (0, 4) not in found
+
+
+# Long enough that the small test chunker (32 tokens) puts the boilerplate in a chunk of its own.
+LONG_A = ("Revenue grew ten percent in the third quarter, driven by strong demand for cloud services in "
+          "Europe and Asia, while costs stayed flat.")
+LONG_B = ("The board approved a new share buyback programme worth two billion dollars, to be completed "
+          "over the next eighteen months.")
+
+
+def test_read_texts(tmp_path):
+    from rag.errors import ConfigError
+    from rag.mining import read_texts
+
+    (tmp_path / "a.txt").write_text("one\n\ntwo\n")
+    assert read_texts(tmp_path / "a.txt") == ["one", "two"]
+    (tmp_path / "s.csv").write_text("g\tf\ty\t0\t4.0\tA b.\tC d.\ng\tf\ty\t1\t1.0\tA b.\tE f.\n")
+    assert read_texts(tmp_path / "s.csv") == ["A b.", "C d.", "E f."]  # STS-B: unique sentences
+    (tmp_path / "t.jsonl").write_text('{"text": "x"}\n{"body": "y"}\n')
+    with pytest.raises(ConfigError, match=r"t.jsonl:2: no key 'text'"):
+        read_texts(tmp_path / "t.jsonl")
+
+
+def test_cli_mine_file_and_collection(tmp_path, capsys, encoder):
+    import json
+
+    from helpers_ingest import edge_settings, small_chunker
+    from pipelines.cli import main
+    from pipelines.ingest import ingest
+
+    f = tmp_path / "s.txt"
+    f.write_text("A man is playing a guitar.\nThe stock market fell today.\nA man plays the guitar.\n")
+    assert main(["mine", str(f), "--threshold", "0.6", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["texts"] == 3 and [(p["i"], p["j"]) for p in out["pairs"]] == [(0, 2)]
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    boiler = "This filing contains forward-looking statements that involve risks and uncertainties."
+    (docs / "a.txt").write_text(f"{LONG_A}\n\n{boiler}")
+    (docs / "b.txt").write_text(f"{LONG_B}\n\n{boiler}")
+    settings = edge_settings(tmp_path / "store")
+    ingest([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False)
+    assert main(["mine", "--collection", settings.collection, "--store", settings.store_dir,
+                 "--threshold", "0.95"]) == 0
+    assert "forward-looking" in capsys.readouterr().out
+    assert main(["mine", "--threshold", "0.9"]) == 2
+
+
+def test_ingest_flags_or_skips_near_duplicates_and_stays_idempotent(tmp_path, encoder):
+    from helpers_ingest import edge_settings, small_chunker
+    from pipelines.ingest import ingest
+    from pipelines.stores import open_store
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    boiler = "This filing contains forward-looking statements that involve risks and uncertainties."
+    (docs / "a.txt").write_text(f"{LONG_A}\n\n{boiler}")
+    (docs / "b.txt").write_text(f"{LONG_B}\n\n{boiler}")
+    (docs / "c.txt").write_text(boiler)
+
+    def run(store, action):
+        return ingest([docs], encoder=encoder, store=edge_settings(store), chunker=small_chunker(),
+                      progress=False, batch_size=2, near_duplicates=action, dup_threshold=0.95)
+
+    flagged = run(tmp_path / "s1", "flag")
+    skipped = run(tmp_path / "s2", "skip")
+    assert flagged.near_duplicates == skipped.near_duplicates == 2  # the boilerplate in b and c
+    ex = skipped.near_duplicate_examples
+    assert {d.source.rsplit("/", 1)[-1] for d in ex} == {"b.txt", "c.txt"}
+    assert all(d.duplicate_of.endswith("a.txt") and d.similarity >= 0.95 for d in ex)
+    assert skipped.total_points == flagged.total_points - 2
+    c_outcome = next(o for o in skipped.outcomes if o.source.endswith("c.txt"))
+    assert c_outcome.chunks == 0 and "near-duplicate" in c_outcome.warnings[0]
+    again = run(tmp_path / "s2", "skip")  # idempotent: b is complete with its kept chunk
+    counts = again.counts()
+    assert counts["unchanged"] == 2 and again.chunks_written == 0 and again.total_points == skipped.total_points
+    vs = open_store(edge_settings(tmp_path / "s2"))
+    try:
+        assert vs.count() == skipped.total_points
+    finally:
+        vs.close()
