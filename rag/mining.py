@@ -44,7 +44,6 @@ def read_texts(path, column: str | None = None) -> list[str]:
     .csv/.tsv the column `column` (default "text", "sentence", else the first); an STS-B file
     gives its unique sentences (both columns), in order of first appearance."""
     import csv
-    import json
     from pathlib import Path
 
     from rag.errors import ConfigError
@@ -63,18 +62,13 @@ def read_texts(path, column: str | None = None) -> list[str]:
             return list(dict.fromkeys([s for p in pairs for s in (p.sentence1, p.sentence2)]))
     texts: list[str] = []
     if suffix == ".jsonl":
+        from rag.train_data import iter_jsonl
+
         key = column or "text"
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(obj, dict) or key not in obj:
-                    raise ConfigError(f"{path}:{n}: no key '{key}' (give --column)")
-                texts.append(str(obj[key]))
+        for n, obj in iter_jsonl(path):
+            if not isinstance(obj, dict) or key not in obj:
+                raise ConfigError(f"{path}:{n}: no key '{key}' (give --column)")
+            texts.append(str(obj[key]))
     elif suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", newline="") as fh:
             rows = [r for r in csv.reader(fh, delimiter="," if suffix == ".csv" else "\t") if any(r)]

@@ -87,30 +87,35 @@ def _columns_from_header(header: list[str], path: Path) -> list[int] | None:
     return [a, p] + ([n] if n is not None else []) + ([lab] if lab is not None else [])
 
 
+def iter_jsonl(path: str | Path):
+    """(line number, parsed value) for each non-blank line; a ConfigError names the bad line."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+
+
 def _rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
     """(header or None, [(line number, fields)]) of a CSV/TSV/JSONL file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows, keys = [], None
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if isinstance(obj, list):
-                    rows.append((n, [str(x) for x in obj]))
-                    continue
-                if not isinstance(obj, dict):
-                    raise ConfigError(f"{path}:{n}: expected a JSON object or array")
-                if keys is None:
-                    keys = list(obj)
-                missing = [k for k in keys if k not in obj]
-                if missing:
-                    raise ConfigError(f"{path}:{n}: missing key '{missing[0]}' (first line has {keys})")
-                rows.append((n, ["" if obj[k] is None else str(obj[k]) for k in keys]))
+        for n, obj in iter_jsonl(path):
+            if isinstance(obj, list):
+                rows.append((n, [str(x) for x in obj]))
+                continue
+            if not isinstance(obj, dict):
+                raise ConfigError(f"{path}:{n}: expected a JSON object or array")
+            if keys is None:
+                keys = list(obj)
+            missing = [k for k in keys if k not in obj]
+            if missing:
+                raise ConfigError(f"{path}:{n}: missing key '{missing[0]}' (first line has {keys})")
+            rows.append((n, ["" if obj[k] is None else str(obj[k]) for k in keys]))
         return keys, rows
     delimiter = "," if suffix == ".csv" else "\t"
     with open(path, encoding="utf-8", newline="") as fh:
@@ -207,17 +212,10 @@ def beir_passage(doc: dict) -> str:
 def read_beir_corpus(root: str | Path, ids: set[str] | None = None) -> dict[str, str]:
     """doc id -> title + " " + text (only `ids` when given)."""
     out = {}
-    with open(Path(root) / "corpus.jsonl", encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{Path(root) / 'corpus.jsonl'}:{n}: not valid JSON ({e.msg})") from None
-            did = str(d.get("_id"))
-            if ids is None or did in ids:
-                out[did] = beir_passage(d)
+    for _, d in iter_jsonl(Path(root) / "corpus.jsonl"):
+        did = str(d.get("_id"))
+        if ids is None or did in ids:
+            out[did] = beir_passage(d)
     return out
 
 
