@@ -119,8 +119,7 @@ def scale(args) -> None:
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         label = f"{args.n} random unit vectors (dim 384)"
     else:
-        from pipelines.stores import StoreSettings
-        from rag.mining import collection_vectors
+        from pipelines.stores import StoreSettings, collection_vectors
 
         _, emb = collection_vectors(StoreSettings(store_dir=args.store, collection=args.collection))
         emb = emb[:args.n]

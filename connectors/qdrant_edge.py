@@ -156,6 +156,10 @@ class EdgeStore:
     def sources(self) -> set[str]:
         return {(r.payload or {}).get("source", "") for r in self._scroll(None, ["source"])}
 
+    def payloads(self, fields: list[str]):
+        for r in self._scroll(None, fields):
+            yield str(r.id), dict(r.payload or {})
+
     def count(self) -> int:
         return int(self._shard.count(self._qe.CountRequest(exact=True)))
 

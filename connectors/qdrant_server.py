@@ -131,6 +131,10 @@ class ClientStore:
     def sources(self) -> set[str]:
         return {(r.payload or {}).get("source", "") for r in self._scroll(None, ["source"])}
 
+    def payloads(self, fields: list[str]):
+        for r in self._scroll(None, fields):
+            yield str(r.id), dict(r.payload or {})
+
     def count(self) -> int:
         return int(self._client.count(self.name, exact=True).count)
 

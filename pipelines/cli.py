@@ -411,14 +411,15 @@ def cmd_train_pairs(args) -> int:
 def cmd_adapt(args) -> int:
     from pipelines.progress import console
     from pipelines.stores import DEFAULT_STORE_DIR, StoreSettings
-    from rag.adapt import adapt_texts_from_collection, adapt_texts_from_files, inverse_cloze_pairs
+    from pipelines.stores import collection_texts
+    from rag.adapt import adapt_texts_from_files, inverse_cloze_pairs
     from rag.errors import ConfigError
     from rag.train import make_evaluator, train
 
     if bool(args.source) == bool(args.from_collection):
         raise ConfigError("give a FOLDER|FILE|BEIR_DIR or --from-collection NAME (one of them)")
     if args.from_collection:
-        texts = adapt_texts_from_collection(StoreSettings(store_dir=args.store or DEFAULT_STORE_DIR,
+        texts = collection_texts(StoreSettings(store_dir=args.store or DEFAULT_STORE_DIR,
                                                           collection=args.from_collection, url=args.url))
     else:
         texts = adapt_texts_from_files(args.source, args.model)
@@ -439,7 +440,8 @@ def cmd_mine(args) -> int:
 
     from pipelines.stores import DEFAULT_STORE_DIR, StoreSettings
     from rag.errors import ConfigError
-    from rag.mining import collection_vectors, mine_pairs, read_texts
+    from pipelines.stores import collection_vectors
+    from rag.mining import mine_pairs, read_texts
 
     if bool(args.file) == bool(args.collection):
         raise ConfigError("give a FILE or --collection NAME (one of them)")

@@ -42,3 +42,34 @@ def open_store(settings: StoreSettings, info: CollectionInfo | None = None,
     from connectors.qdrant_edge import EdgeStore
 
     return EdgeStore(settings.store_dir, settings.collection, info=info, create=create)
+
+
+def collection_texts(settings: StoreSettings) -> list[str]:
+    """The chunk texts stored in a collection (for `rag adapt`)."""
+    vs = open_store(settings)
+    try:
+        return [t for _, payload in vs.payloads(["text"]) if (t := payload.get("text"))]
+    finally:
+        vs.close()
+
+
+def collection_vectors(settings: StoreSettings, batch: int = 1024):
+    """(chunk texts, stored vectors, L2-normalised) of a collection, read back without encoding
+    (for `rag mine --collection`)."""
+    import numpy as np
+
+    vs = open_store(settings)
+    try:
+        ids, texts = [], []
+        for pid, payload in vs.payloads(["text"]):
+            ids.append(pid)
+            texts.append(payload.get("text", ""))
+        vectors = np.zeros((len(ids), vs.info.dimension), dtype=np.float32)
+        row = {i: k for k, i in enumerate(ids)}
+        for start in range(0, len(ids), batch):
+            for h in vs.retrieve(ids[start:start + batch], with_vectors=True):
+                vectors[row[h.id]] = h.vector
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return texts, vectors / np.clip(norms, 1e-12, None)
+    finally:
+        vs.close()

@@ -81,14 +81,3 @@ def adapt_texts_from_files(source: str | Path, model: str) -> list[str]:
 
         docs = gen()
     return [c.text for d in docs for c in chunker.split(d, encoder)]
-
-
-def adapt_texts_from_collection(settings) -> list[str]:
-    """The chunk texts stored in a collection."""
-    from pipelines.stores import open_store
-
-    vs = open_store(settings)
-    try:
-        return [t for r in vs._scroll(None, ["text"]) if (t := (r.payload or {}).get("text"))]
-    finally:
-        vs.close()

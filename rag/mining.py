@@ -89,24 +89,3 @@ def read_texts(path, column: str | None = None) -> list[str]:
     if not texts:
         raise ConfigError(f"{path}: no texts found")
     return texts
-
-
-def collection_vectors(settings, batch: int = 1024) -> tuple[list[str], np.ndarray]:
-    """(chunk texts, stored vectors) of a collection, read back from the store (no encoding)."""
-    from pipelines.stores import open_store
-
-    vs = open_store(settings)
-    try:
-        ids, texts = [], []
-        for r in vs._scroll(None, ["text"]):
-            ids.append(str(r.id))
-            texts.append((r.payload or {}).get("text", ""))
-        vectors = np.zeros((len(ids), vs.info.dimension), dtype=np.float32)
-        row = {i: k for k, i in enumerate(ids)}
-        for start in range(0, len(ids), batch):
-            for h in vs.retrieve(ids[start:start + batch], with_vectors=True):
-                vectors[row[h.id]] = h.vector
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return texts, vectors / np.clip(norms, 1e-12, None)
-    finally:
-        vs.close()

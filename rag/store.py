@@ -3,7 +3,7 @@ the core never imports a connector."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -67,6 +67,10 @@ class VectorStore(Protocol):
     def delete_source(self, source: str) -> None: ...
 
     def sources(self) -> set[str]: ...
+
+    def payloads(self, fields: list[str]) -> Iterator[tuple[str, dict]]:
+        """(point id, the payload's `fields`) of every point, in pages."""
+        ...
 
     def count(self) -> int: ...
 

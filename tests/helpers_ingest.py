@@ -103,14 +103,13 @@ class Snapshot:
 
 
 def snapshot(settings: StoreSettings) -> Snapshot:
-    """Every point of the collection, read through the connector's scroll (ids included),
+    """Every point of the collection, read through the store's `payloads` scroll (ids included),
     plus the engine's own exact count, which must equal the number of distinct ids."""
     store = open_store(settings)
     try:
         points = {}
-        for r in store._scroll(None, ["source", "file_hash", "file_chunks"]):
-            p = r.payload or {}
-            points[str(r.id)] = (p["source"], p["file_hash"], int(p["file_chunks"]))
+        for pid, p in store.payloads(["source", "file_hash", "file_chunks"]):
+            points[pid] = (p["source"], p["file_hash"], int(p["file_chunks"]))
         return Snapshot(points, store.count())
     finally:
         store.close()

@@ -189,6 +189,22 @@ def test_writes_and_reads_behave_the_same(settings):
         assert store.sources() == {a}
 
 
+def test_payloads_and_collection_readers(settings):
+    from pipelines.stores import collection_texts, collection_vectors
+
+    a = chunks("/docs/a.txt", "a-v1", 3)
+    v = vectors(3)
+    with create(settings) as store:
+        store.upsert(a, v, {"/docs/a.txt": 3})
+        got = dict(store.payloads(["text", "chunk_index"]))
+    assert got == {c.id: {"text": c.text, "chunk_index": c.chunk_index} for c in a}
+    assert sorted(collection_texts(settings)) == sorted(c.text for c in a)
+    texts, vecs = collection_vectors(settings)
+    by_text = dict(zip(texts, vecs))
+    for c, row in zip(a, v):
+        np.testing.assert_allclose(by_text[c.text], row, atol=1e-6)  # stored, not re-encoded
+
+
 def test_paged_reads_see_every_point(tmp_path):
     """file_versions/sources scroll in pages of 1024: a source bigger than a page is counted whole.
     (Edge only: qdrant-client's local mode commits every point to SQLite on its own, ~20 ms each.)"""
