@@ -191,6 +191,7 @@ class RagPipeline:
                         pieces.append(piece)
                         yield piece
                     answer.text = "".join(pieces)
+                    answer.finish_reason = self._streamed_finish(answer.text)
                 else:
                     completion = self.llm.generate(prompt.messages, self.generation)
                     answer.text, answer.finish_reason = completion.text, completion.finish_reason
@@ -201,8 +202,7 @@ class RagPipeline:
                 self._fall_back(answer, e, pieces)
                 answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
                 yield "\n\n" + answer.text if pieces else answer.text
-            if answer.finish_reason == "length":
-                answer.notes.append(f"the answer reached max_tokens ({self.generation.max_tokens}) and may be cut short")
+            self._note_length(answer)
         answer.seconds = time.perf_counter() - started
         yield check_citations(answer)
 
@@ -235,6 +235,7 @@ class RagPipeline:
                 pieces.append(piece)
                 yield piece
             answer.text = "".join(pieces)
+            answer.finish_reason = self._streamed_finish(answer.text)
         except LLMError as e:
             if not self.fallback_to_extracts:
                 raise
@@ -242,8 +243,20 @@ class RagPipeline:
             answer.text, _ = await asyncio.to_thread(extract, _phrasings(question, retrieval_query),
                                                       prompt.passages, self.encoder)
             yield "\n\n" + answer.text if pieces else answer.text
+        self._note_length(answer)
         answer.seconds = time.perf_counter() - started
         yield check_citations(answer)
+
+    def _streamed_finish(self, text: str) -> str | None:
+        """Streams carry text only: an answer whose length (in the prompt budget's tokens, the
+        model's own for a local model) reaches max_tokens is taken as cut by the limit."""
+        limit = self.generation.max_tokens
+        return "length" if self.prompt.count(text) >= int(0.95 * limit) else None
+
+    def _note_length(self, answer: Answer) -> None:
+        if answer.kind == "generated" and answer.finish_reason == "length":
+            answer.notes.append(f"the answer reached max_tokens ({self.generation.max_tokens}) and may be "
+                                "cut short: raise --max-tokens")
 
     def _without_llm(self, answer: Answer, question: str, retrieval_query: str | None, prompt: Prompt) -> str:
         """No passage (the LLM is not asked: it would answer from nothing), or no LLM (extracts)."""

@@ -275,6 +275,18 @@ def test_config_openai_without_base_url_is_a_clear_error():
         make_backend(RagConfig(llm={"backend": "openai", "model": "m"}).llm)
 
 
+def test_an_answer_cut_by_max_tokens_says_so_streamed_or_not(collection, encoder):
+    long = " ".join(f"word{i}" for i in range(200)) + " [1]"
+    with RagPipeline(encoder=encoder, store=collection, llm=Scripted([long]),
+                     generation=GenerationSettings(max_tokens=50)) as rag:
+        streamed = list(rag.stream("tomatoes?"))[-1]
+        assert streamed.finish_reason == "length"
+        assert any("max_tokens (50)" in n for n in streamed.notes)
+        rag.llm = Scripted(["Basil grows next to tomatoes [1]."])
+        short = list(rag.stream("tomatoes?"))[-1]
+    assert short.finish_reason is None and not any("max_tokens" in n for n in short.notes)
+
+
 def test_generation_settings_reach_the_backend(collection, encoder):
     seen = {}
 
