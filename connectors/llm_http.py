@@ -157,21 +157,32 @@ class StreamDecoder(ABC):
         """The text pieces carried by one line (often none)."""
 
 
+class _Default:
+    """Marks an argument left out, where None is a meaningful value (no API key)."""
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+DEFAULT = _Default()
+
+
 class HttpLLMBackend(ABC):
     """The request loop, retries and errors of an HTTP LLM backend; subclasses give the
     protocol (`path`, `payload`, `parse_completion`, `decoder`)."""
 
     #: Short protocol name; the start of every error message.
     backend_name: ClassVar[str] = "http"
-    #: What `to_dict` writes as "type" (the class name, as the encoder and chunker do).
-    type_name: ClassVar[str] = "HttpLLMBackend"
+    #: Where the server usually listens, and the variable that usually holds its key.
+    default_base_url: ClassVar[str] = ""
+    default_api_key_env: ClassVar[str | None] = None
 
     def __init__(
         self,
-        base_url: str,
         model: str,
+        base_url: str | None = None,
         *,
-        api_key_env: str | None = None,
+        api_key_env: str | None | _Default = DEFAULT,
         timeout: float = 120.0,
         max_retries: int = 3,
         backoff_base: float = 0.5,
@@ -180,6 +191,9 @@ class HttpLLMBackend(ABC):
         context_window: int = 8192,
         headers: dict[str, str] | None = None,
     ):
+        base_url = self.default_base_url if base_url is None else base_url
+        if isinstance(api_key_env, _Default):
+            api_key_env = self.default_api_key_env
         try:
             url = httpx.URL(base_url)
         except httpx.InvalidURL:
@@ -237,7 +251,8 @@ class HttpLLMBackend(ABC):
         return self._context_window
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type_name, "init_parameters": self.init_parameters()}
+        # "type" is the class name, as the encoder and chunker write it.
+        return {"type": type(self).__name__, "init_parameters": self.init_parameters()}
 
     def init_parameters(self) -> dict[str, Any]:
         # Header values are serialised as given: credentials belong in the api_key_env variable.

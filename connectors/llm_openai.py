@@ -78,26 +78,8 @@ class OpenAICompatibleBackend(HttpLLMBackend):
     local servers that need none work with the variable unset."""
 
     backend_name = "openai-compatible"
-    type_name = "OpenAICompatibleBackend"
-
-    def __init__(
-        self,
-        model: str,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = 120.0,
-        max_retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
-        max_retry_after: float = 30.0,
-        context_window: int = 8192,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(base_url, model, api_key_env=api_key_env, timeout=timeout,
-                         max_retries=max_retries, backoff_base=backoff_base, backoff_max=backoff_max,
-                         max_retry_after=max_retry_after, context_window=context_window,
-                         headers=headers)
+    default_base_url = DEFAULT_BASE_URL
+    default_api_key_env = "OPENAI_API_KEY"
 
     @property
     def path(self) -> str:
