@@ -59,8 +59,7 @@ class RagPipeline:
         if prompt is None:
             window = llm.context_window if llm is not None else DEFAULT_CONTEXT_WINDOW
             prompt = PromptAssembler(context_window=window,
-                                     max_answer_tokens=min(self.generation.max_tokens, window // 2),
-                                     count_tokens=model_token_counter(llm))
+                                     max_answer_tokens=min(self.generation.max_tokens, window // 2))
         if prompt._count is None and model_token_counter(llm) is not None:
             prompt._count = model_token_counter(llm)  # budget in the model's own tokens
         self.prompt = prompt
@@ -82,8 +81,7 @@ class RagPipeline:
         template = PromptTemplate.from_file(cfg.prompt.template) if cfg.prompt.template else None
         prompt = PromptAssembler(template=template, context_window=window,
                                  max_answer_tokens=min(cfg.prompt.max_answer_tokens, window // 2),
-                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin,
-                                 count_tokens=model_token_counter(llm))
+                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin)
         r = cfg.retrieval
         encoder = (SentenceEncoder(cfg.encoder.model, device=cfg.encoder.device)
                    if cfg.encoder.model != DEFAULT_MODEL or cfg.encoder.device else None)

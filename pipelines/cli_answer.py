@@ -48,28 +48,27 @@ def add_answer_commands(sub) -> None:
 
 
 def build_pipeline(args):
-    from pipelines.answer import RagPipeline, model_token_counter
-    from pipelines.cli import _retriever_settings, _store_settings
-    from pipelines.config import LLMConfig, make_backend
-    from rag.llm import GenerationSettings
-    from rag.prompt import PromptAssembler, PromptTemplate
+    """The options as a config (validated the same way as a config file), built by the same code."""
+    from pipelines.answer import RagPipeline
+    from pipelines.cli import _retriever_settings
+    from pipelines.config import validate_config
 
-    llm = make_backend(LLMConfig(backend=args.llm, model=args.llm_model, base_url=args.base_url,
-                                 api_key_env=args.api_key_env, timeout=args.timeout,
-                                 max_retries=args.max_retries, context_window=args.context_window,
-                                 temperature=args.temperature, device=args.llm_device))
-    generation = GenerationSettings(max_tokens=args.max_tokens, temperature=args.temperature)
-    window = args.context_window or (llm.context_window if llm is not None else 8192)
-    prompt = PromptAssembler(template=PromptTemplate.from_file(args.template) if args.template else None,
-                             context_window=window, max_answer_tokens=min(args.max_tokens, window // 2),
-                             max_passages=args.max_passages, count_tokens=model_token_counter(llm))
-    return RagPipeline(store=_store_settings(args), retriever={**_retriever_settings(args), "mode": args.mode,
-                                                               "top_k": args.top_k},
-                       prompt=prompt, llm=llm, generation=generation)
+    r = _retriever_settings(args)
+    cfg = validate_config({
+        "store": {"dir": args.store, "collection": args.collection, "url": args.url, "local_path": args.qdrant_path},
+        "retrieval": {"mode": args.mode, "fusion": r["fusion"], "rrf_k": r["rrf_k"], "weights": r["weights"],
+                      "candidates": r["candidates"], "top_k": args.top_k, "mmr": r["mmr_lambda"]},
+        "prompt": {"template": args.template, "max_answer_tokens": args.max_tokens, "max_passages": args.max_passages,
+                   "context_window": args.context_window},
+        "llm": {"backend": args.llm, "model": args.llm_model, "base_url": args.base_url,
+                "api_key_env": args.api_key_env, "timeout": args.timeout, "max_retries": args.max_retries,
+                "context_window": args.context_window, "temperature": args.temperature, "device": args.llm_device},
+    }, "options")
+    return RagPipeline.from_config(cfg)
 
 
 def _run_one(chat_or_pipe, question: str, args, out) -> int:
-    """Stream (or not) one answer, then the sources table. Returns 0, or 1 when citations were invalid."""
+    """Stream (or not) one answer, then the sources table and the notes."""
     from rag.models import Answer
 
     answer: Answer | None = None

@@ -125,6 +125,18 @@ class RagConfig(_Section):
         return out
 
 
+def validate_config(data: dict[str, Any], where: str) -> RagConfig:
+    """A RagConfig, or a ConfigError naming `where` (the file, or the command-line options) and
+    the first bad field."""
+    try:
+        return RagConfig(**data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{where}: [{field}] {first['msg']}"
+                          + (f" ({len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else "")) from None
+
+
 def load_config(path: str | Path) -> RagConfig:
     """Read and validate a TOML config file. Relative paths in it (store dir, template, a local
     model folder) are taken relative to the file's folder."""
@@ -135,13 +147,7 @@ def load_config(path: str | Path) -> RagConfig:
         raise ConfigError(f"config {p}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config {p}: not valid TOML: {e}") from None
-    try:
-        cfg = RagConfig(**data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(x) for x in first["loc"])
-        raise ConfigError(f"config {p}: [{where}] {first['msg']}"
-                          + (f" ({len(e.errors()) - 1} more problem(s))" if len(e.errors()) > 1 else "")) from None
+    cfg = validate_config(data, f"config {p}")
     base = p.resolve().parent
     cfg.source = str(p)
     if not Path(cfg.store.dir).is_absolute():
