@@ -3,10 +3,10 @@
 the encoder alone. One process, one run: the figures that matter are the ratios, since the
 machines are shared and absolute times are noisy.
 
-1. Encoder throughput, ours (rag.encoder.SentenceEncoder) vs sentence-transformers, same model
+1. Encoder throughput, ours (rag.embed.encoder.SentenceEncoder) vs sentence-transformers, same model
    folder, batch size, device and max_seq_length:
    (a) sentences/s on the unique STS-B test sentences;
-   (b) chunks/s on the chunks of the arXiv PDFs (our loader + rag.chunking.Chunker());
+   (b) chunks/s on the chunks of the arXiv PDFs (our loader + rag.ingest.chunking.Chunker());
    plus the fidelity of our embeddings to the reference: max |1 - cosine| over the chunks.
    Both models are warmed up first; timed runs alternate A B B A ... and the medians are compared.
 2. Pipeline vs encoder alone: pipelines.ingest.ingest() of the same PDFs into a fresh Edge store,
@@ -80,8 +80,8 @@ def arxiv_pdfs(folder: Path, limit: int | None) -> list[Path]:
 
 
 def make_chunks(pdfs: Sequence[Path], encoder) -> list:
-    from rag.chunking import Chunker
-    from rag.loaders import load
+    from rag.ingest.chunking import Chunker
+    from rag.ingest.loaders import load
 
     chunker = Chunker()
     return [c for p in pdfs for c in chunker.split(load(p), encoder)]
@@ -291,7 +291,7 @@ def instrument(encoder, probe: Probe):
 def bench_pipeline(args, results: Results, model_dir: str, chunks: list | None) -> None:
     from pipelines.ingest import ingest
     from pipelines.stores import StoreSettings
-    from rag.encoder import SentenceEncoder
+    from rag.embed.encoder import SentenceEncoder
 
     pdf_dir = args.data / "pdfs" / "arxiv"
     if not pdf_dir.is_dir():
@@ -487,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from rag.encoder import DEFAULT_MODEL, SentenceEncoder, resolve_model
+    from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder, resolve_model
 
     model_dir = str(resolve_model(DEFAULT_MODEL))
     ours = SentenceEncoder(model_dir, device=DEVICE, batch_size=BATCH_SIZE, max_seq_length=MAX_SEQ_LENGTH)
@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
-    from rag.encoder import available_cpus
+    from rag.embed.encoder import available_cpus
 
     env = {"model": model_dir, "device": DEVICE, "batch_size": BATCH_SIZE,
            "max_seq_length": MAX_SEQ_LENGTH, "cpus": available_cpus(),

@@ -37,9 +37,9 @@ SWEEP = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
 def sts(args) -> None:
-    from rag.encoder import SentenceEncoder
-    from rag.mining import mine_pairs
-    from rag.sts import load_sts
+    from rag.embed.encoder import SentenceEncoder
+    from rag.training.mining import mine_pairs
+    from rag.evaluation.sts import load_sts
 
     pairs = load_sts(args.file)
     sentences = list(dict.fromkeys(s for p in pairs for s in (p.sentence1, p.sentence2)))
@@ -99,7 +99,7 @@ if which == "st":
 base = hwm()
 t0 = time.perf_counter()
 if which == "ours":
-    from rag.mining import mine_pairs
+    from rag.training.mining import mine_pairs
     pairs = [(i, j) for i, j, s in mine_pairs(emb, threshold, block=block)]
 else:
     pairs = [(min(int(i), int(j)), max(int(i), int(j))) for s, i, j in util.paraphrase_mining_embeddings(x)
@@ -139,7 +139,7 @@ def scale(args) -> None:
     print(f"{label}, threshold {args.threshold}\n")
     print("| miner | seconds | peak extra memory (MiB) | pairs >= threshold |")
     print("|---|---|---|---|")
-    for k, name in (("ours", f"rag.mining.mine_pairs (block {args.block})"),
+    for k, name in (("ours", f"rag.training.mining.mine_pairs (block {args.block})"),
                     ("st", "sentence-transformers paraphrase_mining_embeddings (defaults)")):
         r = results[k]
         print(f"| {name} | {r['seconds']:.1f} | {r['peak_extra_bytes'] / 2**20:.0f} | {len(r['pairs'])} |")

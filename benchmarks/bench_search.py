@@ -30,12 +30,12 @@ from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from pipelines.stores import StoreSettings, open_store  # noqa: E402
-from rag.beir import corpus_documents, load_beir  # noqa: E402
-from rag.chunking import Chunker, chunk_id  # noqa: E402
-from rag.encoder import SentenceEncoder  # noqa: E402
+from rag.evaluation.beir import corpus_documents, load_beir  # noqa: E402
+from rag.ingest.chunking import Chunker, chunk_id  # noqa: E402
+from rag.embed.encoder import SentenceEncoder  # noqa: E402
 from rag.models import Chunk  # noqa: E402
-from rag.retrieval import Retriever  # noqa: E402
-from rag.store import CollectionInfo, Leg, QuerySpec  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
+from rag.search.store import CollectionInfo, Leg, QuerySpec  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 console = Console()

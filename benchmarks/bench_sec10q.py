@@ -98,10 +98,10 @@ def main() -> int:
     from pipelines.answer import RagPipeline
     from pipelines.ingest import ingest
     from pipelines.stores import StoreSettings
-    from rag.encoder import SentenceEncoder
-    from rag.extractive import extract
-    from rag.llm import GenerationSettings
-    from rag.prompt import PromptAssembler, check_citations
+    from rag.embed.encoder import SentenceEncoder
+    from rag.answer.extractive import extract
+    from rag.answer.llm import GenerationSettings
+    from rag.answer.prompt import PromptAssembler, check_citations
     from rag.models import Answer
 
     con = Console(width=max(Console().width, 150))
@@ -161,7 +161,7 @@ def main() -> int:
     # 2. answers: the LLM against the extractive fallback, on the same hybrid prompts
     backends = [("extractive", None)]
     if args.llm == "local":
-        from connectors.llm_local import LocalTransformersBackend
+        from connectors.llm.local import LocalTransformersBackend
 
         llm = LocalTransformersBackend()
         t0 = time.perf_counter()

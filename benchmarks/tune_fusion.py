@@ -2,7 +2,7 @@
 
 Runs each leg (dense, BM25) once per query at the largest candidate depth, then scores every
 fusion setting in the grid client-side with the same pure functions the Retriever uses
-(rag.fusion), so the grid costs no extra engine calls. The corpus must already be ingested
+(rag.search.fusion), so the grid costs no extra engine calls. The corpus must already be ingested
 (`rag eval retrieval DIR` does it).
 
     python benchmarks/tune_fusion.py [--data ../shared/data/scifact] [--store rag_store]
@@ -23,11 +23,11 @@ from rich.table import Table  # noqa: E402
 
 from pipelines.evaluate import collapse  # noqa: E402
 from pipelines.stores import StoreSettings, open_store  # noqa: E402
-from rag import fusion as F  # noqa: E402
-from rag.beir import load_beir  # noqa: E402
-from rag.encoder import SentenceEncoder  # noqa: E402
-from rag.metrics import evaluate  # noqa: E402
-from rag.store import Leg, QuerySpec  # noqa: E402
+from rag.search import fusion as F  # noqa: E402
+from rag.evaluation.beir import load_beir  # noqa: E402
+from rag.embed.encoder import SentenceEncoder  # noqa: E402
+from rag.evaluation.metrics import evaluate  # noqa: E402
+from rag.search.store import Leg, QuerySpec  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 DEPTHS = (50, 100, 200, 300)

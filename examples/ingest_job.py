@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 from pipelines.ingest import ingest
-from pipelines.progress import print_ingest_report
+from pipelines.render import print_ingest_report
 from pipelines.stores import StoreSettings
-from rag.chunking import Chunker
-from rag.encoder import SentenceEncoder
+from rag.ingest.chunking import Chunker
+from rag.embed.encoder import SentenceEncoder
 from rag.errors import RagError
 
 DEMO_FILES = {

@@ -2,7 +2,7 @@
 
 ```python
 from pipelines.answer import RagPipeline
-from connectors.llm_openai import OpenAICompatibleBackend
+from connectors.llm.openai import OpenAICompatibleBackend
 
 with RagPipeline(store=StoreSettings(collection="docs"),
                  llm=OpenAICompatibleBackend(base_url="http://127.0.0.1:8080/v1", model="smollm2")) as rag:
@@ -26,13 +26,13 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from pipelines.stores import StoreSettings, open_store
-from rag.chunking import Chunker
+from rag.ingest.chunking import Chunker
 from rag.errors import ConfigError, LLMError, ModelMismatchError
-from rag.extractive import extract
-from rag.llm import ChatMessage, GenerationSettings, LLMBackend
+from rag.answer.extractive import extract
+from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
 from rag.models import Answer
-from rag.prompt import Prompt, PromptAssembler, PromptTemplate, check_citations, strip_citations
-from rag.retrieval import Retriever, SearchResponse
+from rag.answer.prompt import Prompt, PromptAssembler, PromptTemplate, check_citations, strip_citations
+from rag.search.retrieval import Retriever, SearchResponse
 
 DEFAULT_CONTEXT_WINDOW = 8192
 
@@ -72,7 +72,7 @@ class RagPipeline:
     def from_config(cls, config) -> RagPipeline:
         """From a RagConfig or the path of a TOML config file."""
         from pipelines.config import RagConfig, load_config, make_backend
-        from rag.encoder import DEFAULT_MODEL, SentenceEncoder
+        from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder
 
         cfg: RagConfig = config if isinstance(config, RagConfig) else load_config(config)
         llm = make_backend(cfg.llm)
@@ -100,7 +100,7 @@ class RagPipeline:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RagPipeline:
-        from rag.encoder import SentenceEncoder
+        from rag.embed.encoder import SentenceEncoder
 
         p = data.get("init_parameters", {})
         return cls(encoder=SentenceEncoder.from_dict(p["encoder"]) if p.get("encoder") else None,
@@ -125,7 +125,7 @@ class RagPipeline:
 
     def _get_retriever(self) -> Retriever:
         if self._retriever is None:
-            from rag.encoder import SentenceEncoder
+            from rag.embed.encoder import SentenceEncoder
 
             vs = open_store(self.store)
             try:
@@ -146,7 +146,7 @@ class RagPipeline:
     def ingest(self, paths: Sequence[str], **kwargs):
         """Ingest files or folders into the pipeline's collection (see pipelines.ingest.ingest)."""
         from pipelines.ingest import ingest
-        from rag.encoder import SentenceEncoder
+        from rag.embed.encoder import SentenceEncoder
 
         self.close()  # the writer needs the store for itself
         if self.encoder is None:
@@ -389,11 +389,11 @@ def backend_from_dict(data: dict[str, Any]) -> LLMBackend:
     """Rebuild a backend from its to_dict()."""
     kind = data.get("type", "")
     if kind in ("openai", "OpenAICompatibleBackend"):
-        from connectors.llm_openai import OpenAICompatibleBackend as cls
+        from connectors.llm.openai import OpenAICompatibleBackend as cls
     elif kind in ("ollama", "OllamaBackend"):
-        from connectors.llm_ollama import OllamaBackend as cls
+        from connectors.llm.ollama import OllamaBackend as cls
     elif kind in ("local", "LocalTransformersBackend"):
-        from connectors.llm_local import LocalTransformersBackend as cls
+        from connectors.llm.local import LocalTransformersBackend as cls
     else:
         raise ConfigError(f"unknown LLM backend type '{kind}'")
     return cls.from_dict(data)

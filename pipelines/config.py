@@ -38,9 +38,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.stores import DEFAULT_COLLECTION, DEFAULT_STORE_DIR, StoreSettings
-from rag.encoder import DEFAULT_MODEL
+from rag.embed.encoder import DEFAULT_MODEL
 from rag.errors import ConfigError
-from rag.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
+from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
 
 Backend = Literal["local", "openai", "ollama", "none"]
 
@@ -169,7 +169,7 @@ def make_backend(cfg: LLMConfig):
     if cfg.backend == "none":
         return None
     if cfg.backend == "local":
-        from connectors.llm_local import LocalTransformersBackend
+        from connectors.llm.local import LocalTransformersBackend
 
         kwargs: dict[str, Any] = {"device": cfg.device}
         if cfg.model:
@@ -183,12 +183,12 @@ def make_backend(cfg: LLMConfig):
     if cfg.context_window:
         common["context_window"] = cfg.context_window
     if cfg.backend == "openai":
-        from connectors.llm_openai import OpenAICompatibleBackend
+        from connectors.llm.openai import OpenAICompatibleBackend
 
         if not cfg.base_url:
             raise ConfigError("llm backend 'openai' needs base_url (--base-url or [llm] base_url), "
                               "e.g. http://127.0.0.1:8080/v1")
         return OpenAICompatibleBackend(base_url=cfg.base_url, api_key_env=cfg.api_key_env, **common)
-    from connectors.llm_ollama import OllamaBackend
+    from connectors.llm.ollama import OllamaBackend
 
     return OllamaBackend(**({"base_url": cfg.base_url} if cfg.base_url else {}), **common)

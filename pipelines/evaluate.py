@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rag.beir import BeirDataset, corpus_documents, count_corpus, load_beir
-from rag.chunking import Chunker
-from rag.encoder import DEFAULT_MODEL, SentenceEncoder
-from rag.metrics import evaluate
-from rag.retrieval import Retriever
+from rag.evaluation.beir import BeirDataset, corpus_documents, count_corpus, load_beir
+from rag.ingest.chunking import Chunker
+from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder
+from rag.evaluation.metrics import evaluate
+from rag.search.retrieval import Retriever
 from pipelines.ingest import ingest_documents
 from pipelines.stores import StoreSettings, open_store
 
@@ -91,7 +91,7 @@ def eval_retrieval(
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
 
-    from pipelines.progress import console
+    from pipelines.render import console
 
     data = load_beir(folder, split)
     encoder = encoder or SentenceEncoder()

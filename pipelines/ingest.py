@@ -33,12 +33,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rag.chunking import Chunker
-from rag.encoder import SentenceEncoder
+from rag.ingest.chunking import Chunker
+from rag.embed.encoder import SentenceEncoder
 from rag.errors import LoadError
-from rag.loaders import DEFAULT_INCLUDE, find_files, load, source_name
+from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, load, source_name
 from rag.models import Chunk, Document
-from rag.store import CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, is_complete
+from rag.search.store import CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, is_complete
 from pipelines.stores import StoreSettings, open_store
 
 Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
@@ -203,7 +203,7 @@ def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> N
     # happens once the reader is dead (the loader would linger forever).
     threading.Thread(target=watch_parent, name="rag-loader-watchdog", daemon=True).start()
 
-    from rag.encoder import TokenCounter
+    from rag.embed.encoder import TokenCounter
 
     chunker = Chunker.from_dict(chunker_cfg)
     paths, max_seq_length = requests.get()
@@ -346,7 +346,7 @@ def _optimize(vs: VectorStore, progress: bool) -> None:
     if not progress:
         vs.optimize()
         return
-    from pipelines.progress import console
+    from pipelines.render import console
 
     with console.status("building the search index (HNSW) ..."):
         started = time.perf_counter()
@@ -408,7 +408,7 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
          dedup: _NearDuplicates | None = None) -> None:
     """Encode and write the chunks of `items` ((source, doc, chunks, failure reason) tuples);
     a source is finished (old versions deleted, outcome recorded) once all its chunks are written."""
-    from pipelines.progress import ingest_progress
+    from pipelines.render import ingest_progress
 
     pending: list[Chunk] = []
     remaining: dict[str, int] = {}  # chunks of each file still to be written

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from rag.store import CollectionInfo, VectorStore
+from rag.search.store import CollectionInfo, VectorStore
 
 DEFAULT_STORE_DIR = "rag_store"
 DEFAULT_COLLECTION = "documents"
@@ -35,11 +35,11 @@ def open_store(settings: StoreSettings, info: CollectionInfo | None = None,
     """Open a collection; with `create` and `info`, create it when missing. With `info`, the
     collection's recorded encoder and chunking must match."""
     if settings.url or settings.local_path:
-        from connectors.qdrant_server import ClientStore
+        from connectors.qdrant.client import ClientStore
 
         return ClientStore(settings.collection, info=info, create=create, url=settings.url,
                            api_key=settings.api_key, path=settings.local_path)
-    from connectors.qdrant_edge import EdgeStore
+    from connectors.qdrant.edge import EdgeStore
 
     return EdgeStore(settings.store_dir, settings.collection, info=info, create=create)
 

@@ -67,7 +67,7 @@ def pdf_from_objects():
 
 @pytest.fixture(scope="session")
 def encoder():
-    from rag.encoder import SentenceEncoder
+    from rag.embed.encoder import SentenceEncoder
 
     enc = SentenceEncoder(device="cpu")
     enc.warm_up()

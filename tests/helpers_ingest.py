@@ -14,9 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 from pipelines.stores import StoreSettings, open_store
-from rag.chunking import Chunker
-from rag.loaders import source_name
-from rag.store import TextIndexSettings
+from rag.ingest.chunking import Chunker
+from rag.ingest.loaders import source_name
+from rag.search.store import TextIndexSettings
 
 # Small chunks keep encoding cheap while still giving each file several chunks.
 CHUNK_SIZE, CHUNK_OVERLAP = 32, 4

@@ -13,9 +13,9 @@ from pipelines.answer import RagPipeline, rule_rewrite
 from pipelines.config import RagConfig, load_config
 from pipelines.stores import StoreSettings
 from rag.errors import ConfigError, LLMConnectionError, ModelMismatchError
-from rag.extractive import HEADER
-from rag.llm import ChatMessage, Completion, GenerationSettings, LLMBackend
-from rag.prompt import PromptAssembler
+from rag.answer.extractive import HEADER
+from rag.answer.llm import ChatMessage, Completion, GenerationSettings, LLMBackend
+from rag.answer.prompt import PromptAssembler
 
 FILES = {
     "apple.md": "# Revenue\n\nApple reported total net sales of $81.8 billion for the quarter ended July 1, 2023. "
@@ -70,7 +70,7 @@ class Scripted:
 def collection(tmp_path_factory, encoder):
     from helpers_ingest import write
     from pipelines.ingest import ingest
-    from rag.chunking import Chunker
+    from rag.ingest.chunking import Chunker
 
     root = tmp_path_factory.mktemp("answer")
     write(root / "docs", FILES)
@@ -214,7 +214,7 @@ def test_nothing_retrieved_does_not_call_the_llm(tmp_path, encoder):
 
 
 def test_encoder_must_match_the_collection(collection):
-    from rag.encoder import SentenceEncoder
+    from rag.embed.encoder import SentenceEncoder
 
     other = SentenceEncoder("/nonexistent/other-model")
     with pytest.raises(ModelMismatchError, match="built with"):

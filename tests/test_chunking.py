@@ -8,11 +8,11 @@ import string
 
 import pytest
 
-from rag.chunking import Chunker, chunk_documents, document_text
+from rag.ingest.chunking import Chunker, chunk_documents, document_text
 from rag.errors import ConfigError
-from rag.loaders import load
+from rag.ingest.loaders import load
 from rag.models import Document, Page
-from rag.tokens import count_tiktoken
+from rag.text.tokens import count_tiktoken
 
 WORDS = ("retrieval encoder token passage index query model vector answer cite page section "
          "document store search ranking context window budget overlap sentence").split()

@@ -13,8 +13,8 @@ import pytest
 from helpers_ingest import (CLI_CHUNKING, edge_settings, finish, hold_store, sentences, snapshot, src,
                             start_rag, write)
 from pipelines.stores import open_store
-from rag.encoder import DEFAULT_MODEL
-from rag.store import CollectionInfo
+from rag.embed.encoder import DEFAULT_MODEL
+from rag.search.store import CollectionInfo
 
 pytestmark = pytest.mark.slow
 

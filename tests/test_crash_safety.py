@@ -182,8 +182,8 @@ ORPHAN_LOADER = """
 import os, signal, sys, time
 import multiprocessing as mp
 from pipelines.ingest import _loader_main
-from rag.chunking import Chunker
-from rag.encoder import DEFAULT_MODEL
+from rag.ingest.chunking import Chunker
+from rag.embed.encoder import DEFAULT_MODEL
 
 if __name__ == "__main__":
     paths = sys.argv[1:]

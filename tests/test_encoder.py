@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from rag.encoder import DEFAULT_MODEL, SentenceEncoder, mean_pool, pick_device, resolve_model
+from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder, mean_pool, pick_device, resolve_model
 
 WORDS = ("the a model encoder retrieval passage query index vector search answer page document "
          "token budget chunk overlap section store ranking context window sentence").split()
@@ -188,7 +188,7 @@ def test_unnormalised_output(ours):
 def test_token_counter_matches_the_encoder_tokenizer(encoder):
     """The loader process counts with the `tokenizers` library alone; its counts and offsets
     must be the encoder's own, or chunks could overflow max_seq_length."""
-    from rag.encoder import TokenCounter
+    from rag.embed.encoder import TokenCounter
 
     counter = TokenCounter(encoder.model, encoder.max_seq_length)
     assert counter._fast is not None  # the bundled model has a tokenizer.json
@@ -204,7 +204,7 @@ def test_token_counter_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from rag.encoder import TokenCounter, DEFAULT_MODEL; "
+    code = ("import sys; from rag.embed.encoder import TokenCounter, DEFAULT_MODEL; "
             "c = TokenCounter(DEFAULT_MODEL, 256); assert c.count_tokens(['a b'])[0] == 4; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

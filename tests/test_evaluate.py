@@ -9,7 +9,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.evaluate import collapse, eval_retrieval
 from pipelines.stores import StoreSettings
-from rag.beir import load_beir
+from rag.evaluation.beir import load_beir
 from rag.errors import ConfigError
 
 CORPUS = [
@@ -88,7 +88,7 @@ def test_default_collection_depends_on_the_model(tmp_path):
 
 def test_cli_eval_with_another_model_uses_its_own_collection(beir, tmp_path, capsys, encoder):
     from pipelines.stores import open_store
-    from rag.train import save_model
+    from rag.training.trainer import save_model
 
     model = tmp_path / "my-model"
     save_model(encoder, model, "sentence-transformers/all-MiniLM-L6-v2")  # same weights, another id

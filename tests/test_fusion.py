@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from rag import fusion as F
-from rag.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k
-from rag.retrieval import mmr
+from rag.search import fusion as F
+from rag.evaluation.metrics import evaluate, mrr_at_k, ndcg_at_k, recall_at_k
+from rag.search.retrieval import mmr
 
 DENSE = [("a", 0.9), ("b", 0.8), ("c", 0.5)]
 BM25 = [("c", 12.0), ("a", 6.0), ("d", 3.0)]

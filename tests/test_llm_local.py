@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors import llm_local
-from connectors.llm_local import (INSTALL_HINT, LocalTransformersBackend, StopCutter,
+from connectors.llm import local as llm_local
+from connectors.llm.local import (INSTALL_HINT, LocalTransformersBackend, StopCutter,
                                   ensure_converted, finalize)
 from rag.errors import LLMContextLengthError, LLMError
-from rag.llm import ChatMessage, GenerationSettings, LLMBackend
+from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
 
 QUESTION = [ChatMessage(role="user", content="What is the capital of France? Answer in one word.")]
 GREEDY = GenerationSettings(max_tokens=16, temperature=0)

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from connectors.llm_ollama import OllamaBackend
+from connectors.llm.ollama import OllamaBackend
 from rag.errors import (LLMAuthError, LLMConnectionError, LLMContextLengthError, LLMNotFoundError,
                         LLMRateLimitError, LLMResponseError, LLMTimeoutError)
-from rag.llm import GenerationSettings, LLMBackend
+from rag.answer.llm import GenerationSettings, LLMBackend
 from tests.llm_fake_server import MESSAGES, FakeLLMServer, Fault, collect, complete, free_port
 
 ANSWER = "Ollama says: the capital of France is Paris."

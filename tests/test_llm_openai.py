@@ -11,11 +11,11 @@ from email.utils import format_datetime
 
 import pytest
 
-from connectors.llm_http import ProtocolViolation, backoff_delay, parse_retry_after
-from connectors.llm_openai import OpenAICompatibleBackend, SSEChatDecoder
+from connectors.llm.http import ProtocolViolation, backoff_delay, parse_retry_after
+from connectors.llm.openai import OpenAICompatibleBackend, SSEChatDecoder
 from rag.errors import (LLMAuthError, LLMConnectionError, LLMContextLengthError, LLMError,
                         LLMNotFoundError, LLMRateLimitError, LLMResponseError, LLMTimeoutError)
-from rag.llm import GenerationSettings, LLMBackend
+from rag.answer.llm import GenerationSettings, LLMBackend
 from tests.llm_fake_server import MESSAGES, FakeLLMServer, Fault, collect, complete, free_port
 
 ANSWER = "The capital of France is Paris."

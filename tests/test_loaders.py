@@ -11,7 +11,7 @@ import pypdf
 import pytest
 
 from rag.errors import LoadError
-from rag.loaders import find_files, iter_documents, load, markdown_sections, source_name
+from rag.ingest.loaders import find_files, iter_documents, load, markdown_sections, source_name
 from rag.models import Document
 
 PROSE = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rag.mining import mine_pairs
+from rag.training.mining import mine_pairs
 
 
 def brute_force(x: np.ndarray, threshold: float):
@@ -55,7 +55,7 @@ LONG_B = ("The board approved a new share buyback programme worth two billion do
 
 def test_read_texts(tmp_path):
     from rag.errors import ConfigError
-    from rag.mining import read_texts
+    from rag.training.mining import read_texts
 
     (tmp_path / "a.txt").write_text("one\n\ntwo\n")
     assert read_texts(tmp_path / "a.txt") == ["one", "two"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from rag.errors import ConfigError
-from rag.llm import ChatMessage
+from rag.answer.llm import ChatMessage
 from rag.models import Answer, Passage
-from rag.prompt import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, PromptAssembler, PromptTemplate,
+from rag.answer.prompt import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, PromptAssembler, PromptTemplate,
                         check_citations, format_passage, merge_results, parse_citations, strip_citations)
-from rag.retrieval import SearchResult
-from rag.tokens import tiktoken_encoding
+from rag.search.retrieval import SearchResult
+from rag.text.tokens import tiktoken_encoding
 
 DOC = ("Alpha beta gamma. " * 40).strip()
 

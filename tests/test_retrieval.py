@@ -6,10 +6,10 @@ import pytest
 
 from pipelines.ingest import ingest
 from pipelines.stores import StoreSettings, open_store
-from rag.chunking import Chunker
+from rag.ingest.chunking import Chunker
 from rag.errors import CollectionNotFoundError, ConfigError
-from rag.retrieval import Retriever, parse_filters
-from rag.store import TextIndexSettings
+from rag.search.retrieval import Retriever, parse_filters
+from rag.search.store import TextIndexSettings
 
 DOCS = {
     "coffee.md": "# Espresso\n\nAn espresso is brewed by forcing hot water through finely ground coffee "
@@ -59,7 +59,7 @@ def test_engine_fusion_and_client_fusion_rank_the_same(retriever, fusion):
     retriever.fusion, retriever.weights, retriever.top_k = fusion, (1.0, 1.0), 10
     q = "oil the bicycle chain with water"
     engine = retriever.search(q)  # unweighted, no explain: fused inside Qdrant
-    client = retriever.search(q, explain=True)  # legs fetched, fused by rag.fusion
+    client = retriever.search(q, explain=True)  # legs fetched, fused by rag.search.fusion
     assert [r.score for r in engine.results] == pytest.approx([r.score for r in client.results], rel=1e-5)
 
     def ranking(resp):  # ids in order, documents with equal fused scores (ties) as one set

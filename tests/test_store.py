@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connectors.qdrant_edge import META_FILE, EdgeStore
+from connectors.qdrant.edge import META_FILE, EdgeStore
 from helpers_ingest import edge_settings, hold_store, local_settings
 from pipelines.stores import open_store
 from rag.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreLockedError
 from rag.models import Chunk
-from rag.store import CollectionInfo, TextIndexSettings, is_complete
+from rag.search.store import CollectionInfo, TextIndexSettings, is_complete
 
 INFO = CollectionInfo(model="test/encoder-a", dimension=8, text_index=TextIndexSettings.plain(),
                       chunk_size=64, chunk_overlap=8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rag.errors import ConfigError
-from rag.sts import evaluate_sts, load_sts, pearson, rankdata, spearman
+from rag.evaluation.sts import evaluate_sts, load_sts, pearson, rankdata, spearman
 
 
 def test_rankdata_averages_ties():

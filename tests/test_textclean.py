@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.textclean import (
+from rag.text.clean import (
     clean_pages,
     dehyphenate,
     document_vocabulary,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rag.encoder import SentenceEncoder
-from rag.train import TrainSettings, train_sts
+from rag.embed.encoder import SentenceEncoder
+from rag.training.trainer import TrainSettings, train_sts
 
 PAIRS = [(5.0, "A man is playing a guitar.", "A man plays the guitar."),
          (0.0, "A man is playing a guitar.", "The stock market fell today."),
@@ -62,8 +62,8 @@ def _st_agrees(folder, texts):
 
 
 def test_mnr_learns_and_the_folder_loads_everywhere(tmp_path):
-    from rag.train import IrEvaluator, train
-    from rag.train_data import TrainData
+    from rag.training.trainer import IrEvaluator, train
+    from rag.training.data import TrainData
 
     data = TrainData(kind="pairs", texts=QA)
     ev = IrEvaluator({f"q{i}": q for i, (q, _) in enumerate(QA)}, {f"d{i}": p for i, (_, p) in enumerate(QA)},
@@ -82,8 +82,8 @@ def test_mnr_learns_and_the_folder_loads_everywhere(tmp_path):
 
 
 def test_triplet_and_softmax_move_the_model(tmp_path):
-    from rag.train import train
-    from rag.train_data import TrainData
+    from rag.training.trainer import train
+    from rag.training.data import TrainData
 
     base = SentenceEncoder(device="cpu").encode([q for q, _ in QA])
     trip = TrainData(kind="triplets", texts=[(q, p, QA[(i + 1) % len(QA)][1]) for i, (q, p) in enumerate(QA)])
@@ -104,8 +104,8 @@ def test_objective_must_fit_the_data(tmp_path):
     import pytest
 
     from rag.errors import ConfigError
-    from rag.train import train
-    from rag.train_data import TrainData
+    from rag.training.trainer import train
+    from rag.training.data import TrainData
 
     with pytest.raises(ConfigError, match="the triplet loss needs triplets"):
         train("x", TrainData(kind="pairs", texts=QA, source="qa.csv"), tmp_path / "o", loss="triplet")

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from rag.adapt import inverse_cloze_pairs, split_sentences
+from rag.training.adapt import inverse_cloze_pairs, split_sentences
 from rag.errors import ConfigError
-from rag.train import no_duplicate_batches
-from rag.train_data import read_training_data, read_training_file
+from rag.training.trainer import no_duplicate_batches
+from rag.training.data import read_training_data, read_training_file
 
 
 def test_csv_with_header_pairs_and_triplets(tmp_path):
@@ -99,7 +99,7 @@ def test_no_duplicate_batches():
 def test_losses_match_their_definitions():
     import torch
 
-    from rag import losses as L
+    from rag.training import losses as L
 
     torch.manual_seed(0)
     a, p, n = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 8)

@@ -23,9 +23,9 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from rag.errors import ConfigError
-from rag.llm import ChatMessage
+from rag.answer.llm import ChatMessage
 from rag.models import Answer, Passage
-from rag.tokens import tiktoken_encoding
+from rag.text.tokens import tiktoken_encoding
 
 DEFAULT_SYSTEM = (
     "You answer questions about the user's documents using only the numbered passages given "
@@ -154,7 +154,7 @@ class PromptAssembler:
 
     # ------------------------------------------------------------------ assembly
     def assemble(self, question: str, results: Sequence[Any], history: Sequence[ChatMessage] = ()) -> Prompt:
-        """`results`: retrieval results in rank order (rag.retrieval.SearchResult or anything with
+        """`results`: retrieval results in rank order (rag.search.retrieval.SearchResult or anything with
         id, text, source, page_start, page_end, score and optionally file_hash, char_start,
         char_end, section). `history`: earlier turns, oldest first."""
         question = question.strip()

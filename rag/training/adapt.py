@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rag.errors import ConfigError
-from rag.train_data import TrainData
+from rag.training.data import TrainData
 
 # A sentence ends at . ! ? followed by space and an upper-case letter, digit, quote or bracket;
 # line breaks (titles, headings, list items) also end one.
@@ -57,11 +57,11 @@ def inverse_cloze_pairs(texts: Sequence[str], max_pairs: int = 5000, min_words: 
 def adapt_texts_from_files(source: str | Path, model: str) -> list[str]:
     """Chunk texts, chunked as `rag ingest` would with `model`'s tokenizer: a BEIR folder's
     corpus.jsonl, or the files under a folder (or one file)."""
-    from rag.beir import corpus_documents
-    from rag.chunking import Chunker
-    from rag.encoder import SentenceEncoder
+    from rag.evaluation.beir import corpus_documents
+    from rag.ingest.chunking import Chunker
+    from rag.embed.encoder import SentenceEncoder
     from rag.errors import LoadError
-    from rag.loaders import DEFAULT_INCLUDE, find_files, load
+    from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, load
 
     source = Path(source)
     encoder = SentenceEncoder(model, device="cpu")

@@ -2,7 +2,7 @@
 
 Backends live in `connectors/` (OpenAI-compatible HTTP, Ollama native, local transformers);
 the core only knows this protocol, so the prompt assembler and the answer pipeline work with
-any of them, and with none (the extractive fallback in `rag.extractive`).
+any of them, and with none (the extractive fallback in `rag.answer.extractive`).
 
 Each backend offers `generate` and `stream`, sync and async. Network backends implement the
 async methods natively and the sync ones as thin wrappers over a sync client, never by nesting

@@ -2,7 +2,7 @@
 Ollama's /v1 endpoint all speak it, so one backend covers the hosted and the local servers.
 
 Only the protocol lives here (request body, answer and server-sent-event parsing); the request
-loop, retries and error mapping are shared with the Ollama backend in `connectors.llm_http`.
+loop, retries and error mapping are shared with the Ollama backend in `connectors.llm.http`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from connectors.llm_http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt,
+from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt,
                                  mentions_context_length)
 from rag.errors import LLMContextLengthError, LLMResponseError
-from rag.llm import ChatMessage, Completion, GenerationSettings
+from rag.answer.llm import ChatMessage, Completion, GenerationSettings
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"  # llama.cpp server's default address
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.qdrant_schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEXT_FIELD,
+from connectors.qdrant.schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEXT_FIELD,
                                       chunk_payload)
 from rag.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreLockedError
 from rag.models import Chunk
-from rag.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
+from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
                        versions_from_payloads)
 
 META_FILE = "rag_collection.json"

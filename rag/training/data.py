@@ -140,7 +140,7 @@ def read_training_file(path: str | Path, columns: list[str] | None = None,
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     if columns is None and path.suffix.lower() in (".csv", ".tsv", ".txt") and _is_sts(path):
-        from rag.sts import load_sts
+        from rag.evaluation.sts import load_sts
 
         pairs = load_sts(path)
         return TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],
@@ -222,7 +222,7 @@ def read_beir_corpus(root: str | Path, ids: set[str] | None = None) -> dict[str,
 def read_beir_pairs(root: str | Path, split: str = "train",
                     exclude_queries: set[str] | None = None) -> TrainData:
     """(query, passage) pairs for the judgements of `split` with score > 0."""
-    from rag.beir import load_beir
+    from rag.evaluation.beir import load_beir
 
     data = load_beir(root, split)
     wanted = {(q, d) for q, rel in data.qrels.items() if q not in (exclude_queries or set())

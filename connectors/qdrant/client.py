@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from connectors.qdrant_edge import check_compatible
-from connectors.qdrant_schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEXT_FIELD,
+from connectors.qdrant.edge import check_compatible
+from connectors.qdrant.schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEXT_FIELD,
                                       chunk_payload)
 from rag.errors import CollectionNotFoundError, ConfigError, StoreLockedError
 from rag.models import Chunk
-from rag.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
+from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
                        versions_from_payloads)
 
 

@@ -2,7 +2,7 @@
 `num_ctx`, so the context window the prompt assembler plans for is the one Ollama allocates
 (Ollama otherwise uses its own small default and silently drops the start of a long prompt).
 
-Only the protocol lives here; the request loop, retries and errors are in `connectors.llm_http`.
+Only the protocol lives here; the request loop, retries and errors are in `connectors.llm.http`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from connectors.llm_http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt,
+from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt,
                                  mentions_context_length)
 from rag.errors import LLMContextLengthError, LLMResponseError
-from rag.llm import ChatMessage, Completion, GenerationSettings
+from rag.answer.llm import ChatMessage, Completion, GenerationSettings
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 

@@ -53,16 +53,16 @@ def read_texts(path, column: str | None = None) -> list[str]:
         raise ConfigError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv") and column is None:
-        from rag.train_data import _is_sts
+        from rag.training.data import _is_sts
 
         if _is_sts(path):
-            from rag.sts import load_sts
+            from rag.evaluation.sts import load_sts
 
             pairs = load_sts(path)
             return list(dict.fromkeys([s for p in pairs for s in (p.sentence1, p.sentence2)]))
     texts: list[str] = []
     if suffix == ".jsonl":
-        from rag.train_data import iter_jsonl
+        from rag.training.data import iter_jsonl
 
         key = column or "text"
         for n, obj in iter_jsonl(path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rag.errors import LoadError
 from rag.models import Document, Page
-from rag.textclean import clean_pages, looks_garbled, normalize_unicode, normalize_whitespace
+from rag.text.clean import clean_pages, looks_garbled, normalize_unicode, normalize_whitespace
 
 PDF_SUFFIXES = {".pdf"}
 TEXT_SUFFIXES = {".txt", ".text"}

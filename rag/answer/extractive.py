@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.chunking import split_sentences
+from rag.ingest.chunking import split_sentences
 from rag.models import Passage
 
 HEADER = "Extracts from your documents (no LLM configured: quoted sentences, not a generated answer):"

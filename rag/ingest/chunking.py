@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from rag.errors import ConfigError
 from rag.models import Chunk, Document
-from rag.tokens import count_tiktoken
+from rag.text.tokens import count_tiktoken
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c2a4e-8d5b-4c1e-9a57-3b0e2f7d9c11")
 PAGE_SEPARATOR = "\n\n"

@@ -37,7 +37,7 @@ import httpx
 from rag.errors import (ConfigError, LLMAuthError, LLMConnectionError, LLMContextLengthError,
                         LLMError, LLMNotFoundError, LLMRateLimitError, LLMResponseError,
                         LLMTimeoutError)
-from rag.llm import ChatMessage, Completion, GenerationSettings, as_messages
+from rag.answer.llm import ChatMessage, Completion, GenerationSettings, as_messages
 
 logger = logging.getLogger(__name__)
 

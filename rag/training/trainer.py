@@ -4,7 +4,7 @@ column of an example — a siamese network for pairs, a triplet network for trip
 `train()` is the loop a practitioner expects: AdamW (no weight decay on biases and LayerNorm),
 linear warm-up over 10% of the steps then linear decay, gradient clipping, a seed, evaluation
 on a dev set after each epoch (STS Spearman, or nDCG@10 of dev queries against a dev corpus
-embedded in memory), and the best epoch kept. Objectives are in `rag.losses`: multiple
+embedded in memory), and the best epoch kept. Objectives are in `rag.training.losses`: multiple
 negatives ranking with in-batch (and optional hard) negatives, cosine-similarity regression,
 softmax classification over (u, v, |u - v|), and the triplet loss. For in-batch negatives, no
 text appears twice in a batch (a repeated passage would be its own false negative).
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rag.encoder import SentenceEncoder, mean_pool, resolve_model
+from rag.embed.encoder import SentenceEncoder, mean_pool, resolve_model
 from rag.errors import ConfigError
-from rag.losses import LOSSES, MNR_SCALE
-from rag.sts import evaluate_sts
-from rag.train_data import TrainData, read_training_data
+from rag.training.losses import LOSSES, MNR_SCALE
+from rag.evaluation.sts import evaluate_sts
+from rag.training.data import TrainData, read_training_data
 
 ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
@@ -107,8 +107,8 @@ class IrEvaluator:
                   corpus_size: int | None = 1000, seed: int = 42) -> IrEvaluator:
         """The judged queries of `split` (or only `query_ids`); the corpus is every judged
         document plus random others up to `corpus_size` (None: the whole corpus)."""
-        from rag.beir import load_beir
-        from rag.train_data import read_beir_corpus
+        from rag.evaluation.beir import load_beir
+        from rag.training.data import read_beir_corpus
 
         data = load_beir(root, split)
         qids = [q for q in data.queries if query_ids is None or q in query_ids]
@@ -125,7 +125,7 @@ class IrEvaluator:
         return cls({q: data.queries[q] for q in qids}, {d: corpus[d] for d in keep}, qrels)
 
     def __call__(self, encoder: SentenceEncoder) -> float:
-        from rag.metrics import evaluate
+        from rag.evaluation.metrics import evaluate
 
         ids = list(self.corpus)
         d = encoder.encode([self.corpus[i] for i in ids])
@@ -142,7 +142,7 @@ class IrEvaluator:
 
 def beir_holdout(root: str | Path, split: str, n: int, seed: int = 42) -> set[str]:
     """`n` random judged query ids of `split`, to hold out of training as a dev set."""
-    from rag.beir import load_beir
+    from rag.evaluation.beir import load_beir
 
     qids = sorted(load_beir(root, split).queries)
     if not 0 < n < len(qids):
@@ -238,7 +238,7 @@ def train(
     (the last epoch without one) in `output`."""
     import torch
 
-    from rag import losses as L
+    from rag.training import losses as L
 
     settings = settings or TrainSettings()
     _check_objective(loss, data)
@@ -354,7 +354,7 @@ def train_sts(
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainReport:
     """Cosine-similarity regression on STS-B pairs (scores / 5), best epoch by dev Spearman."""
-    from rag.sts import load_sts
+    from rag.evaluation.sts import load_sts
 
     pairs = load_sts(train_file)
     data = TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],

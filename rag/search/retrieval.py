@@ -3,7 +3,7 @@ the BM25 index of the same collection, fused.
 
 Unweighted RRF and DBSF run inside Qdrant's query API (prefetch + fusion, one call). Weighted
 fusion, weighted score fusion (wsf), `explain` and MMR need each leg's ranked list: then both
-legs run in one batched call and `rag.fusion` fuses them client-side. Both paths give the same
+legs run in one batched call and `rag.search.fusion` fuses them client-side. Both paths give the same
 ranking (tested).
 """
 
@@ -16,9 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rag import fusion as F
+from rag.search import fusion as F
 from rag.errors import ConfigError
-from rag.store import Condition, Hit, Leg, QuerySpec, VectorStore
+from rag.search.store import Condition, Hit, Leg, QuerySpec, VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
 Fusion = Literal["rrf", "wsf", "dbsf"]
