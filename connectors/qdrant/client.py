@@ -6,17 +6,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
 
-import numpy as np
-
-from connectors.qdrant.edge import check_compatible
-from connectors.qdrant.schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEXT_FIELD,
-                                      chunk_payload)
+from connectors.qdrant.base import QdrantStoreBase
+from connectors.qdrant.schema import DENSE, TEXT_FIELD, payload_indexes
 from rag.errors import CollectionNotFoundError, ConfigError, StoreLockedError
-from rag.models import Chunk
-from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
-                       versions_from_payloads)
+from rag.search.store import CollectionInfo, TextIndexSettings
 
 
 def text_index_params(settings: TextIndexSettings):
@@ -39,7 +33,7 @@ def text_index_params(settings: TextIndexSettings):
     )
 
 
-class ClientStore:
+class ClientStore(QdrantStoreBase):
     """A collection on a Qdrant server (url, api_key; the key defaults to $QDRANT_API_KEY and is
     never printed) or in qdrant-client's local mode (path)."""
 
@@ -66,10 +60,7 @@ class ClientStore:
                 meta = self._client.get_collection(name).config.metadata or {}
                 if "rag" not in meta:
                     raise ConfigError(f"collection '{name}' exists but was not made by rag (no metadata)")
-                recorded = CollectionInfo.model_validate(meta["rag"])
-                if info is not None:
-                    check_compatible(name, recorded, info)
-                self.info = recorded
+                self._adopt(CollectionInfo.model_validate(meta["rag"]), info)
             elif create and info is not None:
                 self.info = info
                 self._create()
@@ -88,94 +79,73 @@ class ClientStore:
         )
         with warnings.catch_warnings():  # local mode: "payload indexes have no effect"
             warnings.simplefilter("ignore", UserWarning)
-            self._client.create_payload_index(self.name, TEXT_FIELD, text_index_params(self.info.text_index))
-            for f in KEYWORD_FIELDS:
-                self._client.create_payload_index(self.name, f, m.PayloadSchemaType.KEYWORD)
-            for f in INTEGER_FIELDS:
-                self._client.create_payload_index(self.name, f, m.PayloadSchemaType.INTEGER)
+            for field, schema in payload_indexes(text_index_params(self.info.text_index),
+                                                 m.PayloadSchemaType.KEYWORD, m.PayloadSchemaType.INTEGER):
+                self._client.create_payload_index(self.name, field, schema)
+
+    # ------------------------------------------------------------------ filters
+    def _filter(self, must, must_not=None):
+        return self._m.Filter(must=must, must_not=must_not)
 
     def _match(self, key, value):
         m = self._m
         return m.FieldCondition(key=key, match=m.MatchValue(value=value))
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
+    def _match_any(self, key, values):
         m = self._m
-        points = [m.PointStruct(id=c.id, vector={DENSE: v.tolist()},
-                                payload=chunk_payload(c, file_chunks[c.source]))
-                  for c, v in zip(chunks, vectors)]
+        return m.FieldCondition(key=key, match=m.MatchAny(any=values))
+
+    def _range(self, key, gte, lte):
+        m = self._m
+        return m.FieldCondition(key=key, range=m.Range(gte=gte, lte=lte))
+
+    # ------------------------------------------------------------------ writes
+    def _point(self, point_id, vectors, payload):
+        return self._m.PointStruct(id=point_id, vector=vectors, payload=payload)
+
+    def _upsert_points(self, points):
         self._client.upsert(self.name, points, wait=True)
 
-    def delete_other_versions(self, source: str, keep_hash: str) -> None:
+    def _delete(self, flt):
+        self._client.delete(self.name, self._m.FilterSelector(filter=flt), wait=True)
+
+    # ------------------------------------------------------------------ reads
+    def _scroll_page(self, flt, fields, offset, limit):
+        return self._client.scroll(self.name, scroll_filter=flt, limit=limit, offset=offset,
+                                   with_payload=fields, with_vectors=False)
+
+    def _count(self):
+        return self._client.count(self.name, exact=True).count
+
+    def _retrieve(self, ids, with_vector):
+        return self._client.retrieve(self.name, ids, with_payload=True, with_vectors=with_vector)
+
+    # ------------------------------------------------------------------ queries
+    def _dense_leg(self, vector):
+        return {"query": vector, "using": DENSE}
+
+    def _text_leg(self, text):
+        return {"query": self._m.TextQuery(text=text), "using": TEXT_FIELD}
+
+    def _rrf(self, k, weights):
         m = self._m
-        flt = m.Filter(must=[self._match("source", source)], must_not=[self._match("file_hash", keep_hash)])
-        self._client.delete(self.name, m.FilterSelector(filter=flt), wait=True)
+        return m.RrfQuery(rrf=m.Rrf(k=k, weights=weights))
 
-    def delete_source(self, source: str) -> None:
+    def _dbsf(self):
         m = self._m
-        self._client.delete(self.name, m.FilterSelector(filter=m.Filter(must=[self._match("source", source)])),
-                            wait=True)
+        return m.FusionQuery(fusion=m.Fusion.DBSF)
 
-    def _scroll(self, flt, fields: list[str]):
-        offset = None
-        while True:
-            records, offset = self._client.scroll(self.name, scroll_filter=flt, limit=1024, offset=offset,
-                                                  with_payload=fields, with_vectors=False)
-            yield from records
-            if offset is None:
-                break
+    def _prefetch(self, limit, flt, leg):
+        return self._m.Prefetch(limit=limit, filter=flt, **leg)
 
-    def file_versions(self, source: str) -> list[FileVersion]:
-        flt = self._m.Filter(must=[self._match("source", source)])
-        return versions_from_payloads(r.payload for r in self._scroll(flt, ["file_hash", "file_chunks"]))
+    def _query_request(self, limit, flt, with_payload, with_vector, query, prefetches=None):
+        return self._m.QueryRequest(limit=limit, prefetch=prefetches, filter=flt,
+                                    with_payload=with_payload, with_vector=with_vector, **query)
 
-    def sources(self) -> set[str]:
-        return {(r.payload or {}).get("source", "") for r in self._scroll(None, ["source"])}
+    def _send_queries(self, requests):
+        return [r.points for r in self._client.query_batch_points(self.name, requests)]
 
-    def payloads(self, fields: list[str]):
-        for r in self._scroll(None, fields):
-            yield str(r.id), dict(r.payload or {})
-
-    def count(self) -> int:
-        return int(self._client.count(self.name, exact=True).count)
-
-    def _condition(self, c: Condition):
-        m = self._m
-        if c.any is not None:
-            return m.FieldCondition(key=c.key, match=m.MatchAny(any=c.any))
-        if c.value is not None:
-            return m.FieldCondition(key=c.key, match=m.MatchValue(value=c.value))
-        return m.FieldCondition(key=c.key, range=m.Range(gte=c.gte, lte=c.lte))
-
-    def _request(self, spec: QuerySpec):
-        m = self._m
-        flt = m.Filter(must=[self._condition(c) for c in spec.filter]) if spec.filter else None
-        with_vectors = [DENSE] if spec.with_vectors else False
-
-        def leg_args(leg):
-            if leg.kind == "dense":
-                return {"query": leg.vector, "using": DENSE}
-            return {"query": m.TextQuery(text=leg.text), "using": TEXT_FIELD}
-
-        if spec.fusion is None:
-            (leg,) = spec.legs
-            return m.QueryRequest(limit=min(spec.limit, leg.limit), filter=flt, with_payload=spec.with_payload,
-                                  with_vector=with_vectors, **leg_args(leg))
-        fusion = (m.RrfQuery(rrf=m.Rrf(k=spec.rrf_k, weights=spec.weights)) if spec.fusion == "rrf"
-                  else m.FusionQuery(fusion=m.Fusion.DBSF))
-        prefetch = [m.Prefetch(limit=leg.limit, filter=flt, **leg_args(leg)) for leg in spec.legs]
-        return m.QueryRequest(limit=spec.limit, query=fusion, prefetch=prefetch, filter=flt,
-                              with_payload=spec.with_payload, with_vector=with_vectors)
-
-    def query_batch(self, specs: list[QuerySpec]) -> list[list[Hit]]:
-        responses = self._client.query_batch_points(self.name, [self._request(s) for s in specs])
-        return [[_hit(p, p.score) for p in r.points] for r in responses]
-
-    def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]:
-        records = self._client.retrieve(self.name, list(ids), with_payload=True,
-                                        with_vectors=[DENSE] if with_vectors else False)
-        by_id = {str(r.id): r for r in records}
-        return [_hit(by_id[i], 0.0) for i in ids if i in by_id]
-
+    # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
         pass  # the server persists each acknowledged write (wait=True)
 
@@ -186,15 +156,3 @@ class ClientStore:
         client, self._client = getattr(self, "_client", None), None
         if client is not None:
             client.close()
-
-    def __enter__(self) -> ClientStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _hit(point, score: float) -> Hit:
-    vec = point.vector.get(DENSE) if isinstance(point.vector, dict) else point.vector
-    return Hit(id=str(point.id), score=float(score), payload=dict(point.payload or {}),
-               vector=list(vec) if vec is not None else None)

@@ -9,17 +9,12 @@ from __future__ import annotations
 import fcntl
 import os
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from connectors.qdrant.schema import (DENSE, INTEGER_FIELDS, KEYWORD_FIELDS, TEXT_FIELD,
-                                      chunk_payload)
-from rag.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreLockedError
-from rag.models import Chunk
-from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, QuerySpec, TextIndexSettings,
-                       versions_from_payloads)
+from connectors.qdrant.base import QdrantStoreBase
+from connectors.qdrant.schema import DENSE, TEXT_FIELD, payload_indexes
+from rag.errors import CollectionNotFoundError, StoreLockedError
+from rag.search.store import CollectionInfo, TextIndexSettings
 
 META_FILE = "rag_collection.json"
 LOCK_FILE = ".rag.lock"
@@ -43,20 +38,7 @@ def text_index_params(settings: TextIndexSettings):
     )
 
 
-def check_compatible(name: str, recorded: CollectionInfo, wanted: CollectionInfo) -> None:
-    if (recorded.model, recorded.dimension) != (wanted.model, wanted.dimension):
-        raise ModelMismatchError(
-            f"collection '{name}' was built with encoder '{recorded.model}' (dimension "
-            f"{recorded.dimension}), not '{wanted.model}' (dimension {wanted.dimension}). "
-            f"Use --model {recorded.model}, or another --collection.")
-    if (recorded.chunk_size, recorded.chunk_overlap) != (wanted.chunk_size, wanted.chunk_overlap):
-        raise ConfigError(
-            f"collection '{name}' was chunked with chunk_size {recorded.chunk_size} and overlap "
-            f"{recorded.chunk_overlap}, not {wanted.chunk_size}/{wanted.chunk_overlap}: use the "
-            "recorded settings, or another --collection.")
-
-
-class EdgeStore:
+class EdgeStore(QdrantStoreBase):
     """A collection in a local folder, opened by one process at a time."""
 
     def __init__(self, store_dir: str | Path, name: str, info: CollectionInfo | None = None,
@@ -77,10 +59,7 @@ class EdgeStore:
         self._lock_fd = _acquire_lock(self.path)
         try:
             if meta_path.exists():
-                recorded = CollectionInfo.model_validate_json(meta_path.read_text())
-                if info is not None:
-                    check_compatible(name, recorded, info)
-                self.info = recorded
+                self._adopt(CollectionInfo.model_validate_json(meta_path.read_text()), info)
             else:
                 self.info = info
                 _write_atomic(meta_path, self.info.model_dump_json(indent=2))
@@ -104,9 +83,8 @@ class EdgeStore:
             raise
         # Idempotent, so a crash right after creating the shard is mended on the next open.
         have = set(shard.info().payload_schema)
-        wanted = [(TEXT_FIELD, text_index_params(self.info.text_index))]
-        wanted += [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
-        wanted += [(f, qe.PayloadSchemaType.Integer) for f in INTEGER_FIELDS]
+        wanted = payload_indexes(text_index_params(self.info.text_index), qe.PayloadSchemaType.Keyword,
+                                 qe.PayloadSchemaType.Integer)
         missing = [(f, schema) for f, schema in wanted if f not in have]
         for field, schema in missing:
             shard.update(qe.UpdateOperation.create_field_index(field, schema))
@@ -115,94 +93,66 @@ class EdgeStore:
         return shard
 
     # ------------------------------------------------------------------ filters
-    def _match(self, key: str, value):
+    def _filter(self, must, must_not=None):
+        return self._qe.Filter(must=must, must_not=must_not)
+
+    def _match(self, key, value):
         qe = self._qe
         return qe.FieldCondition(key=key, match=qe.MatchValue(value))
 
+    def _match_any(self, key, values):
+        qe = self._qe
+        return qe.FieldCondition(key=key, match=qe.MatchAny(values))
+
+    def _range(self, key, gte, lte):
+        qe = self._qe
+        return qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, lte=lte))
+
     # ------------------------------------------------------------------ writes
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
-        qe = self._qe
-        points = [qe.Point(c.id, {DENSE: v.tolist()}, chunk_payload(c, file_chunks[c.source]))
-                  for c, v in zip(chunks, vectors)]
-        self._shard.update(qe.UpdateOperation.upsert_points(points))
+    def _point(self, point_id, vectors, payload):
+        return self._qe.Point(point_id, vectors, payload)
 
-    def delete_other_versions(self, source: str, keep_hash: str) -> None:
-        qe = self._qe
-        flt = qe.Filter(must=[self._match("source", source)],
-                        must_not=[self._match("file_hash", keep_hash)])
-        self._shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+    def _upsert_points(self, points):
+        self._shard.update(self._qe.UpdateOperation.upsert_points(points))
 
-    def delete_source(self, source: str) -> None:
-        qe = self._qe
-        self._shard.update(qe.UpdateOperation.delete_points_by_filter(
-            qe.Filter(must=[self._match("source", source)])))
+    def _delete(self, flt):
+        self._shard.update(self._qe.UpdateOperation.delete_points_by_filter(flt))
 
     # ------------------------------------------------------------------ reads
-    def _scroll(self, flt, fields: list[str]):
+    def _scroll_page(self, flt, fields, offset, limit):
         qe = self._qe
-        offset = None
-        while True:
-            records, offset = self._shard.scroll(qe.ScrollRequest(
-                offset=offset, limit=1024, filter=flt,
-                with_payload=qe.PayloadSelector.Include(fields), with_vector=False))
-            yield from records
-            if offset is None:
-                break
+        return self._shard.scroll(qe.ScrollRequest(
+            offset=offset, limit=limit, filter=flt,
+            with_payload=qe.PayloadSelector.Include(fields), with_vector=False))
 
-    def file_versions(self, source: str) -> list[FileVersion]:
-        flt = self._qe.Filter(must=[self._match("source", source)])
-        return versions_from_payloads(r.payload for r in self._scroll(flt, ["file_hash", "file_chunks"]))
+    def _count(self):
+        return self._shard.count(self._qe.CountRequest(exact=True))
 
-    def sources(self) -> set[str]:
-        return {(r.payload or {}).get("source", "") for r in self._scroll(None, ["source"])}
-
-    def payloads(self, fields: list[str]):
-        for r in self._scroll(None, fields):
-            yield str(r.id), dict(r.payload or {})
-
-    def count(self) -> int:
-        return int(self._shard.count(self._qe.CountRequest(exact=True)))
+    def _retrieve(self, ids, with_vector):
+        return self._shard.retrieve(ids, with_payload=True, with_vector=with_vector)
 
     # ------------------------------------------------------------------ queries
-    def _condition(self, c: Condition):
-        qe = self._qe
-        if c.any is not None:
-            return qe.FieldCondition(key=c.key, match=qe.MatchAny(c.any))
-        if c.value is not None:
-            return qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value))
-        return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=c.gte, lte=c.lte))
+    def _dense_leg(self, vector):
+        return {"query": self._qe.Query.Nearest(vector, using=DENSE)}
 
-    def _request(self, spec: QuerySpec):
-        qe = self._qe
-        flt = qe.Filter(must=[self._condition(c) for c in spec.filter]) if spec.filter else None
+    def _text_leg(self, text):
+        return {"query": self._qe.TextQuery(TEXT_FIELD, text)}
 
-        def leg_query(leg):
-            if leg.kind == "dense":
-                return qe.Query.Nearest(leg.vector, using=DENSE)
-            return qe.TextQuery(TEXT_FIELD, leg.text)
+    def _rrf(self, k, weights):
+        return self._qe.Fusion.Rrf(k=k, weights=weights)
 
-        if spec.fusion is None:
-            (leg,) = spec.legs
-            return qe.QueryRequest(limit=min(spec.limit, leg.limit), query=leg_query(leg), filter=flt,
-                                   with_payload=spec.with_payload,
-                                   with_vector=[DENSE] if spec.with_vectors else False)
-        fusion = (qe.Fusion.Rrf(k=spec.rrf_k, weights=spec.weights) if spec.fusion == "rrf"
-                  else qe.Fusion.Dbsf())
-        prefetches = [qe.Prefetch(limit=leg.limit, query=leg_query(leg), filter=flt) for leg in spec.legs]
-        return qe.QueryRequest(limit=spec.limit, query=fusion, prefetches=prefetches, filter=flt,
-                               with_payload=spec.with_payload,
-                               with_vector=[DENSE] if spec.with_vectors else False)
+    def _dbsf(self):
+        return self._qe.Fusion.Dbsf()
 
-    def query_batch(self, specs: list[QuerySpec]) -> list[list[Hit]]:
-        qe = self._qe
-        results = self._shard.query_batch(qe.QueryBatchRequest([self._request(s) for s in specs]))
-        return [[_hit(p) for p in points] for points in results]
+    def _prefetch(self, limit, flt, leg):
+        return self._qe.Prefetch(limit=limit, filter=flt, **leg)
 
-    def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]:
-        records = self._shard.retrieve(list(ids), with_payload=True,
-                                       with_vector=[DENSE] if with_vectors else False)
-        by_id = {str(r.id): r for r in records}
-        return [_hit(by_id[i], 0.0) for i in ids if i in by_id]
+    def _query_request(self, limit, flt, with_payload, with_vector, query, prefetches=None):
+        return self._qe.QueryRequest(limit=limit, prefetches=prefetches, filter=flt,
+                                     with_payload=with_payload, with_vector=with_vector, **query)
+
+    def _send_queries(self, requests):
+        return self._shard.query_batch(self._qe.QueryBatchRequest(requests))
 
     # ------------------------------------------------------------------ lifecycle
     def flush(self) -> None:
@@ -225,24 +175,9 @@ class EdgeStore:
         if fd is not None:
             os.close(fd)
 
-    def __enter__(self) -> EdgeStore:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __del__(self):
         if getattr(self, "_shard", None) is not None:
             warnings.warn(f"EdgeStore {self.path} was not closed", ResourceWarning, stacklevel=1)
-
-
-def _hit(point, score: float | None = None) -> Hit:
-    vec = point.vector
-    if isinstance(vec, dict):
-        vec = vec.get(DENSE)
-    return Hit(id=str(point.id), score=float(point.score if score is None else score),
-               payload=dict(point.payload or {}),
-               vector=list(vec) if vec is not None else None)
 
 
 def _acquire_lock(folder: Path) -> int:

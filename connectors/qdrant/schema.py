@@ -23,3 +23,10 @@ def chunk_payload(chunk: Chunk, file_chunks: int) -> dict[str, Any]:
     payload["file_chunks"] = file_chunks
     return payload
 
+
+
+def payload_indexes(text_index, keyword, integer) -> list[tuple[str, Any]]:
+    """(field, index schema) for every indexed payload field, given each engine's spelling of a
+    text index, a keyword index and an integer index, so both engines index the same fields."""
+    return ([(TEXT_FIELD, text_index)] + [(f, keyword) for f in KEYWORD_FIELDS]
+            + [(f, integer) for f in INTEGER_FIELDS])

@@ -10,6 +10,7 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
+from rag.errors import ConfigError, ModelMismatchError
 from rag.models import Chunk
 
 SCHEMA_VERSION = 1
@@ -42,6 +43,22 @@ class CollectionInfo(BaseModel):
     text_index: TextIndexSettings = Field(default_factory=TextIndexSettings)
     chunk_size: int = Field(description="chunk size in encoder tokens, fixed per collection")
     chunk_overlap: int
+
+
+def check_compatible(name: str, recorded: CollectionInfo, wanted: CollectionInfo) -> None:
+    """Refuse to open collection `name` with another encoder or chunking than it was built with:
+    its vectors and chunk boundaries would not match what is written or searched next. Shared
+    by every store, so each engine refuses with the same words."""
+    if (recorded.model, recorded.dimension) != (wanted.model, wanted.dimension):
+        raise ModelMismatchError(
+            f"collection '{name}' was built with encoder '{recorded.model}' (dimension "
+            f"{recorded.dimension}), not '{wanted.model}' (dimension {wanted.dimension}). "
+            f"Use --model {recorded.model}, or another --collection.")
+    if (recorded.chunk_size, recorded.chunk_overlap) != (wanted.chunk_size, wanted.chunk_overlap):
+        raise ConfigError(
+            f"collection '{name}' was chunked with chunk_size {recorded.chunk_size} and overlap "
+            f"{recorded.chunk_overlap}, not {wanted.chunk_size}/{wanted.chunk_overlap}: use the "
+            "recorded settings, or another --collection.")
 
 
 class FileVersion(BaseModel):
