@@ -5,6 +5,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def page_label(start: int, end: int) -> str:
+    """How a page range is shown and cited: "3" for one page, "3-5" for several. One function, so
+    that the prompt, the answer's sources and the search results name pages alike."""
+    return str(start) if start == end else f"{start}-{end}"
+
+
 class Page(BaseModel):
     """Cleaned text of one page (PDF) or one whole file (text); `section` for Markdown parts."""
 
@@ -61,7 +67,7 @@ class Passage(BaseModel):
 
     @property
     def pages(self) -> str:
-        return str(self.page_start) if self.page_start == self.page_end else f"{self.page_start}-{self.page_end}"
+        return page_label(self.page_start, self.page_end)
 
 
 class Answer(BaseModel):

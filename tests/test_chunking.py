@@ -12,6 +12,7 @@ from rag.ingest.chunking import Chunker, chunk_documents, document_text
 from rag.errors import ConfigError
 from rag.ingest.loaders import load
 from rag.models import Document, Page
+from rag.text.sentences import sentence_spans, split_sentences
 from rag.text.tokens import count_tiktoken
 
 WORDS = ("retrieval encoder token passage index query model vector answer cite page section "
@@ -246,3 +247,24 @@ def test_chunk_documents_and_serialisation(encoder):
     chunker = Chunker(chunk_size=100, chunk_overlap=10)
     assert Chunker.from_dict(chunker.to_dict()).to_dict() == chunker.to_dict() == {
         "type": "Chunker", "init_parameters": {"chunk_size": 100, "chunk_overlap": 10}}
+
+
+def test_the_sentence_rule():
+    """The package's one sentence rule (chunk ids derive from it, so this pins it): . ! ? before
+    whitespace and an upper-case letter, digit or opening bracket/quote (closing quotes and
+    brackets after the stop go with the separator); blank lines end paragraphs."""
+    text = 'He said "Stop." Then 3 left (twice). e.g. lower case stays.\nOne line.\n\nNew para! (Yes) ok?'
+    assert split_sentences(text) == ['He said "Stop.', "Then 3 left (twice). e.g. lower case stays.",
+                                     "One line.", "New para!", "(Yes) ok?"]
+    spans = sentence_spans(text, 100)
+    assert [text[a - 100:b - 100] for a, b in spans] == split_sentences(text)
+    assert sentence_spans("") == [] and split_sentences("  \n\n ") == []
+
+
+def test_everyone_splits_sentences_the_chunkers_way():
+    from rag.answer import extractive
+    from rag.ingest import chunking
+    from rag.training import adapt
+
+    assert chunking.sentence_spans is sentence_spans
+    assert extractive.split_sentences is split_sentences and adapt.split_sentences is split_sentences

@@ -6,7 +6,7 @@ import pytest
 
 from rag.errors import ConfigError
 from rag.answer.llm import ChatMessage
-from rag.models import Answer, Passage
+from rag.models import Answer, Passage, page_label
 from rag.answer.prompt import (TOKENS_PER_MESSAGE, TOKENS_REPLY_PRIMING, PromptAssembler, PromptTemplate,
                         check_citations, format_passage, merge_results, parse_citations, strip_citations)
 from rag.search.retrieval import SearchResult
@@ -183,3 +183,19 @@ def test_check_citations_splits_valid_invalid_and_uncited():
 
 def test_strip_citations():
     assert strip_citations("Revenue rose [2]. Costs [1, 3] fell.") == "Revenue rose. Costs fell."
+
+
+def test_one_page_label_for_prompt_and_passages():
+    assert page_label(3, 3) == "3" and page_label(3, 5) == "3-5"
+    p = Passage(number=1, text="x", source="/d/a.pdf", page_start=2, page_end=4, score=1.0, rank=1)
+    assert p.pages == "2-4"
+    assert 'pages="2-4"' in format_passage(1, p)
+
+
+def test_a_cut_passage_is_a_prefix_ending_at_a_sentence():
+    long = "\n\n".join(f"Paragraph {i} has a first sentence. It has a second one too." for i in range(300))
+    a = PromptAssembler(context_window=600, max_answer_tokens=100)
+    text = a.assemble("topic?", [result(1, long)]).passages[0].text
+    assert text.endswith(" [...]")
+    body = text[:-len(" [...]")]
+    assert long.startswith(body) and body.endswith(".")

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rag.ingest.chunking import split_sentences
 from rag.models import Passage
+from rag.text.sentences import split_sentences
 
 HEADER = "Extracts from your documents (no LLM configured: quoted sentences, not a generated answer):"
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9$%.,'-]*[A-Za-z0-9%]|[A-Za-z0-9]")

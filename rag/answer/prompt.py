@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from rag.errors import ConfigError
 from rag.answer.llm import ChatMessage
-from rag.models import Answer, Passage
+from rag.models import Answer, Passage, page_label
+from rag.text.sentences import sentence_spans
 from rag.text.tokens import tiktoken_encoding
 
 DEFAULT_SYSTEM = (
@@ -47,7 +48,6 @@ TOKENS_PER_MESSAGE = 4
 TOKENS_REPLY_PRIMING = 3
 
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 class PromptTemplate(BaseModel):
@@ -233,12 +233,13 @@ class PromptAssembler:
         return kept, total
 
     def _cut_to_fit(self, number: int, g: _Group, room: int):
-        """The leading sentences of the passage that fit in `room`."""
-        sentences = _SENTENCE_END.split(g.text)
-        lo, hi, best = 1, len(sentences), None
+        """The leading sentences of the passage that fit in `room`: a prefix of its text, cut
+        where a sentence ends (the chunker's sentence rule)."""
+        ends = [e for _, e in sentence_spans(g.text)]
+        lo, hi, best = 1, len(ends), None
         while lo <= hi:  # the longest prefix of sentences that fits
             mid = (lo + hi) // 2
-            cut = g.model_copy(update={"text": " ".join(sentences[:mid]) + " [...]", "truncated": True})
+            cut = g.model_copy(update={"text": g.text[:ends[mid - 1]] + " [...]", "truncated": True})
             block = format_passage(number, cut)
             n = self.count(block + "\n")
             if n <= room:
@@ -322,7 +323,7 @@ def format_passage(number: int, g: Any) -> str:
     """A passage block: numbered, with its source file name and pages, delimited so that the text
     cannot close its own block."""
     name = Path(g.source).name or g.source
-    pages = str(g.page_start) if g.page_start == g.page_end else f"{g.page_start}-{g.page_end}"
+    pages = page_label(g.page_start, g.page_end)
     body = re.sub(r"</?\s*passages?\b", lambda m: m.group(0).replace("<", "‹"), g.text, flags=re.I)
     return f'<passage [{number}] source="{_attr(name)}" pages="{pages}">\n{body}\n</passage>'
 

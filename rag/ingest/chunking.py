@@ -2,14 +2,14 @@
 
 Sizes are counted in the encoder's own tokenizer, special tokens included, so a chunk never
 exceeds the encoder's maximum sequence length: nothing is silently truncated at encoding time.
-Sentences are packed greedily up to `chunk_size`; the next chunk starts with the trailing
-sentences of the previous one that fit in `chunk_overlap`. A sentence longer than a chunk is
-cut at token boundaries (at a space where one is near). Markdown sections never share a chunk.
+Sentences (by rag.text.sentences, the package's one rule) are packed greedily up to
+`chunk_size`; the next chunk starts with the trailing sentences of the previous one that fit in
+`chunk_overlap`. A sentence longer than a chunk is cut at token boundaries (at a space where one
+is near). Markdown sections never share a chunk.
 """
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,14 +17,11 @@ from typing import Any, Protocol
 
 from rag.errors import ConfigError
 from rag.models import Chunk, Document
+from rag.text.sentences import sentence_spans
 from rag.text.tokens import count_tiktoken
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c2a4e-8d5b-4c1e-9a57-3b0e2f7d9c11")
 PAGE_SEPARATOR = "\n\n"
-
-# A sentence ends at . ! ? (optionally followed by quotes/brackets) before whitespace and an
-# upper-case letter, digit or opening bracket; paragraphs end at blank lines.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])|\n\n+")
 
 
 class Tokenizes(Protocol):
@@ -63,22 +60,6 @@ def document_text(doc: Document) -> tuple[str, list[tuple[int, int, int, str | N
         spans.append((pos, pos + len(page.text), page.number, page.section))
         pos += len(page.text)
     return "".join(parts), spans
-
-
-def _sentence_spans(text: str, offset: int) -> list[tuple[int, int]]:
-    spans, start = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        if m.start() > start:
-            spans.append((offset + start, offset + m.start()))
-        start = m.end()
-    if start < len(text):
-        spans.append((offset + start, offset + len(text)))
-    return spans
-
-
-def split_sentences(text: str) -> list[str]:
-    """The sentences of a text, by the same rule the chunker packs them with."""
-    return [text[a:b].strip() for a, b in _sentence_spans(text, 0) if text[a:b].strip()]
 
 
 class Chunker:
@@ -129,7 +110,7 @@ class Chunker:
     def _units(self, text, pages, encoder: Tokenizes, budget: int, special: int) -> list[_Unit]:
         raw: list[tuple[int, int, int, str | None, int]] = []
         for part, (start, end, number, section) in enumerate(pages):
-            for s, e in _sentence_spans(text[start:end], start):
+            for s, e in sentence_spans(text[start:end], start):
                 raw.append((s, e, number, section, part))
         counts = encoder.count_tokens([text[s:e] for s, e, _, _, _ in raw])
         units: list[_Unit] = []

@@ -2,28 +2,21 @@
 with no labels and no LLM.
 
 Inverse cloze task (Lee et al., 2019): from each chunk, one sentence (at least `min_words`
-words; a title line counts as a sentence) is the query and the rest of the chunk, with that
-sentence removed, is its positive. Trained with multiple negatives ranking: the other chunks
-of the batch are the negatives. One pair per chunk, chunks sampled at random up to `max_pairs`.
+words; split by the chunker's rule in rag.text.sentences, so a title or heading paragraph
+counts as one) is the query and the rest of the chunk, with that sentence removed, is its
+positive. Trained with multiple negatives ranking: the other chunks of the batch are the
+negatives. One pair per chunk, chunks sampled at random up to `max_pairs`.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from rag.errors import ConfigError
+from rag.text.sentences import split_sentences
 from rag.training.data import TrainData
-
-# A sentence ends at . ! ? followed by space and an upper-case letter, digit, quote or bracket;
-# line breaks (titles, headings, list items) also end one.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|\s*\n+\s*")
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text) if s and s.strip()]
 
 
 def inverse_cloze_pairs(texts: Sequence[str], max_pairs: int = 5000, min_words: int = 5,
