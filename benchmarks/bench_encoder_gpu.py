@@ -19,7 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder, pick_device, resolve_model  # noqa: E402
+from rag.embed.device import pick_device  # noqa: E402
+from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder, resolve_model  # noqa: E402
 
 STS_TEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 

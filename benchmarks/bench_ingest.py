@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
-    from rag.embed.encoder import available_cpus
+    from rag.embed.device import available_cpus
 
     env = {"model": model_dir, "device": DEVICE, "batch_size": BATCH_SIZE,
            "max_seq_length": MAX_SEQ_LENGTH, "cpus": available_cpus(),

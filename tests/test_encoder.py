@@ -7,7 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder, mean_pool, pick_device, resolve_model
+from rag.embed.device import pick_device
+from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder, mean_pool, resolve_model
 
 WORDS = ("the a model encoder retrieval passage query index vector search answer page document "
          "token budget chunk overlap section store ranking context window sentence").split()
@@ -210,3 +211,61 @@ def test_token_counter_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_embed_is_the_differentiable_forward_of_encode(encoder, ours):
+    """embed(): what training runs (autograd on, not normalised); encode() normalises the same."""
+    import torch
+
+    texts = SENTENCES[:8]
+    emb = encoder.embed(texts)
+    assert isinstance(emb, torch.Tensor)
+    norms = torch.linalg.vector_norm(emb.detach().float(), dim=1)
+    assert not torch.allclose(norms, torch.ones_like(norms))
+    unit = torch.nn.functional.normalize(emb.detach().float(), dim=1).cpu().numpy()
+    np.testing.assert_allclose(unit, ours[:8], atol=1e-5)
+    assert emb.requires_grad  # gradients reach the transformer's weights
+    params = list(encoder.transformer.parameters())
+    assert params and all(p.requires_grad for p in params)
+    short = encoder.embed(["word " * 300], max_length=16)
+    assert short.shape == (1, encoder.dimension)
+
+
+def test_save_writes_a_folder_both_loaders_read(encoder, tmp_path):
+    import json
+
+    out = encoder.save(tmp_path / "copy", max_seq_length=128)
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == 128
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and pooling["word_embedding_dimension"] == encoder.dimension
+    texts = SENTENCES[:10]
+    again = SentenceEncoder(str(out), device="cpu")
+    again.warm_up()
+    assert again.max_seq_length == 128  # read back from the saved sentence_bert_config.json
+    np.testing.assert_allclose(again.encode(texts), encoder.encode(texts), atol=1e-5)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=True)
+    assert float(np.min((st * again.encode(texts)).sum(axis=1))) > 0.9999
+
+
+def test_save_without_normalize_and_without_source_module_files(tmp_path):
+    """A model with no sentence-transformers files of its own gets modules.json written; the
+    Normalize module only when the encoder normalises."""
+    import json
+
+    import shutil
+
+    src = tmp_path / "plain"
+    shutil.copytree(resolve_model(DEFAULT_MODEL), src)
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+        (src / name).unlink()
+    shutil.rmtree(src / "1_Pooling")
+    raw = SentenceEncoder(str(src), device="cpu", normalize=False)
+    out = raw.save(tmp_path / "raw")
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling"]
+    assert json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"] == raw.max_seq_length

@@ -88,10 +88,8 @@ def test_default_collection_depends_on_the_model(tmp_path):
 
 def test_cli_eval_with_another_model_uses_its_own_collection(beir, tmp_path, capsys, encoder):
     from pipelines.stores import open_store
-    from rag.training.trainer import save_model
-
     model = tmp_path / "my-model"
-    save_model(encoder, model, "sentence-transformers/all-MiniLM-L6-v2")  # same weights, another id
+    encoder.save(model)  # same weights, another id
     store = str(tmp_path / "store")
     assert main(["eval", "retrieval", str(beir), "--store", store, "--no-progress", "--modes", "bm25"]) == 0
     assert main(["eval", "retrieval", str(beir), "--store", store, "--no-progress", "--modes", "dense",

