@@ -124,3 +124,40 @@ def test_ingest_flags_or_skips_near_duplicates_and_stays_idempotent(tmp_path, en
         assert vs.count() == skipped.total_points
     finally:
         vs.close()
+
+
+@pytest.mark.parametrize("block", [1, 4, 7, 64])
+def test_similarity_tiles_cover_each_pair_once(block):
+    from rag.embed.similarity import similarity_tiles
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(23, 8)).astype(np.float32)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    full = unit @ unit.T
+    seen = np.zeros((23, 23), dtype=int)
+    for a, b, tile in similarity_tiles(x, block, normalized=False):
+        assert tile.shape[0] <= block and tile.shape[1] <= block
+        r, c = np.nonzero(np.isfinite(tile))
+        seen[r + a, c + b] += 1
+        np.testing.assert_allclose(tile[r, c], full[r + a, c + b], atol=1e-5)
+    assert (seen == np.triu(np.ones((23, 23), dtype=int), k=1)).all()  # i < j, each exactly once
+    tiles = list(similarity_tiles(unit, block, upper_only=False))
+    assert sum(t.size for _, _, t in tiles) == 23 * 23
+
+
+@pytest.mark.parametrize("block", [1, 3, 8, 1024])
+def test_best_earlier_matches_a_row_by_row_scan(block):
+    """The near-duplicate check of an ingest batch: for each row, the most similar earlier row."""
+    from rag.embed.similarity import best_earlier
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(15, 8)).astype(np.float32)
+    x = np.concatenate([base, base[[3, 3, 9]]])  # exact repeats: ties go to the earliest row
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index, score = best_earlier(x, block)
+    assert index[0] == -1 and score[0] == -np.inf
+    sims = x @ x.T
+    for i in range(1, len(x)):
+        j = int(np.argmax(sims[i, :i]))
+        assert index[i] == j and score[i] == pytest.approx(sims[i, j], abs=1e-6)
+    assert index[15:].tolist() == [3, 3, 9]

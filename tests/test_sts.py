@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rag.errors import ConfigError
-from rag.evaluation.sts import evaluate_sts, load_sts, pearson, rankdata, spearman
+from rag.evaluation.sts import evaluate_sts, is_sts_file, load_sts, pearson, rankdata, spearman
 
 
 def test_rankdata_averages_ties():
@@ -46,3 +46,19 @@ def test_real_encoder_orders_similarity(tmp_path, encoder):
     assert result.pairs == 4
     assert result.spearman == pytest.approx(1.0)
     assert 0.8 < result.pearson <= 1.0
+
+
+def test_is_sts_file(tmp_path):
+    sts = tmp_path / "sts.csv"
+    sts.write_text("genre\tfile\tyear\tsid\tscore\tsentence1\tsentence2\n"
+                   "main\tx\t2012\t1\t3.8\tA plane takes off.\tAn air plane is taking off.\n")
+    assert is_sts_file(sts)
+    other = tmp_path / "pairs.tsv"
+    other.write_text("a\tb\tc\td\tnot a score\tf\tg\n")
+    assert not is_sts_file(other)
+    short = tmp_path / "short.tsv"
+    short.write_text("query\tpositive\n")
+    assert not is_sts_file(short)
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    assert not is_sts_file(empty)

@@ -9,7 +9,7 @@ import pytest
 from rag.training.adapt import inverse_cloze_pairs, split_sentences
 from rag.errors import ConfigError
 from rag.training.trainer import no_duplicate_batches
-from rag.training.data import read_training_data, read_training_file
+from rag.training.data import read_training_data, read_training_file, sts_training_data
 
 
 def test_csv_with_header_pairs_and_triplets(tmp_path):
@@ -62,7 +62,8 @@ def test_beir_folder_gives_query_passage_pairs(tmp_path):
                                         + json.dumps({"_id": "q2", "text": "second?"}) + "\n")
     (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq2\td2\t2\n")
     d = read_training_data(root)
-    assert d.kind == "pairs" and d.texts == [("first?", "T1 Body one."), ("second?", "Body two.")]
+    # the passage as evaluation ingests it: title and text as two paragraphs
+    assert d.kind == "pairs" and d.texts == [("first?", "T1\n\nBody one."), ("second?", "Body two.")]
 
 
 @pytest.mark.parametrize("name,content,match", [
@@ -130,3 +131,39 @@ def test_inverse_cloze_pairs():
     assert len(inverse_cloze_pairs(chunks * 5, max_pairs=2, min_words=3)) == 2
     with pytest.raises(ConfigError, match="no inverse-cloze pairs"):
         inverse_cloze_pairs(chunks[1:], min_words=3)
+
+
+def test_sts_training_data_is_the_one_sts_path(tmp_path):
+    f = tmp_path / "sts.csv"
+    f.write_text("genre\tfile\tyear\tsid\tscore\tsentence1\tsentence2\n"
+                 "main\tx\t2012\t1\t3.8\tA plane takes off.\tAn air plane is taking off.\n"
+                 "main\tx\t2012\t2\t0.5\tA man plays.\tThe market fell.\n")
+    d = sts_training_data(f)
+    assert d.kind == "labelled" and d.numeric and d.labels == [3.8, 0.5]
+    assert d.texts[1] == ("A man plays.", "The market fell.")
+    assert read_training_file(f) == d  # a file given to `rag train pairs` takes the same path
+
+
+def test_beir_corpus_is_read_in_one_place(tmp_path):
+    from rag.evaluation.beir import corpus_documents, corpus_passages, passage_text
+
+    assert passage_text({"title": " T ", "text": "Body."}) == "T\n\nBody."
+    assert passage_text({"title": None, "text": "Body."}) == "Body."
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": 1, "title": "T", "text": "Body."}) + "\n\n"
+                                           + json.dumps({"_id": "2", "text": "Two."}) + "\n")
+    assert corpus_passages(tmp_path) == {"1": "T\n\nBody.", "2": "Two."}
+    assert corpus_passages(tmp_path, {"2"}) == {"2": "Two."}
+    docs = list(corpus_documents(tmp_path))
+    assert {d.source: d.pages[0].text for d in docs} == corpus_passages(tmp_path)
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\nnot json\n')
+    with pytest.raises(ConfigError, match=r"corpus.jsonl:2: not valid JSON"):
+        corpus_passages(tmp_path)
+
+
+def test_adapt_uses_the_chunkers_sentence_rule():
+    from rag.text import sentences
+
+    assert split_sentences is sentences.split_sentences
+    # a single line break no longer ends a sentence; a blank line does
+    assert split_sentences("A line\nwrapped here. Next one.\n\nHeading") == [
+        "A line\nwrapped here.", "Next one.", "Heading"]

@@ -1,4 +1,6 @@
-"""BEIR-format data sets: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."""
+"""BEIR-format data sets: corpus.jsonl, queries.jsonl, qrels/<split>.tsv. The package's one
+reader of them: evaluation ingests the corpus as documents, training reads it as passages, both
+with the same passage text."""
 
 from __future__ import annotations
 
@@ -49,19 +51,45 @@ def load_beir(root: str | Path, split: str = "test") -> BeirDataset:
     return BeirDataset(root=str(root), queries={q: all_queries[q] for q in qrels}, qrels=qrels, split=split)
 
 
-def corpus_documents(root: str | Path) -> Iterator[Document]:
-    """One Document per corpus entry: title and text as two paragraphs, source = the doc id."""
-    with open(Path(root) / "corpus.jsonl") as fh:
-        for line in fh:
+def passage_text(doc: dict) -> str:
+    """A corpus entry's passage: title and text as two paragraphs (the text alone without a
+    title). The one rule for evaluation and training alike, so that a model is trained on the
+    passages it is evaluated on; the blank line lets the chunker keep the title a sentence of its
+    own, and BERT-style tokenizers see only whitespace either way."""
+    title, text = (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
+    return f"{title}\n\n{text}" if title else text
+
+
+def corpus_entries(root: str | Path) -> Iterator[tuple[str, dict]]:
+    """(doc id, entry) for each line of corpus.jsonl: the one reader of the file. A bad line is
+    a ConfigError naming it."""
+    path = Path(root) / "corpus.jsonl"
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
-            d = json.loads(line)
-            title, text = (d.get("title") or "").strip(), (d.get("text") or "").strip()
-            body = f"{title}\n\n{text}" if title else text
-            if not body:
-                continue
-            yield Document(source=str(d["_id"]), file_hash=hashlib.sha256(body.encode()).hexdigest(),
-                           pages=[Page(number=1, text=body)])
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(d, dict) or "_id" not in d:
+                raise ConfigError(f"{path}:{n}: expected an object with an '_id'")
+            yield str(d["_id"]), d
+
+
+def corpus_passages(root: str | Path, ids: set[str] | None = None) -> dict[str, str]:
+    """doc id -> passage text (only `ids` when given), for training and in-memory evaluation."""
+    return {did: passage_text(d) for did, d in corpus_entries(root) if ids is None or did in ids}
+
+
+def corpus_documents(root: str | Path) -> Iterator[Document]:
+    """One Document per corpus entry with a passage, source = the doc id."""
+    for did, d in corpus_entries(root):
+        body = passage_text(d)
+        if not body:
+            continue
+        yield Document(source=did, file_hash=hashlib.sha256(body.encode()).hexdigest(),
+                       pages=[Page(number=1, text=body)])
 
 
 def count_corpus(root: str | Path) -> int:

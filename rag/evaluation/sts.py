@@ -46,6 +46,22 @@ def load_sts(path: str | Path) -> list[StsPair]:
     return pairs
 
 
+def is_sts_file(path: str | Path) -> bool:
+    """Whether a file looks like STS-B (tab-separated, >= 7 fields, column 5 a number; the first
+    line may be a header), judged from its first lines: how training and mining tell an STS-B file
+    from other tab-separated data."""
+    with open(path, encoding="utf-8") as fh:
+        lines = [fh.readline() for _ in range(3)]
+    rows = [ln.rstrip("\n").split("\t") for ln in lines if ln.strip()]
+    if not rows or not all(len(r) >= 7 for r in rows):
+        return False
+    try:
+        float(rows[-1][4])
+    except ValueError:
+        return False
+    return True
+
+
 def rankdata(x: np.ndarray) -> np.ndarray:
     """Ranks from 1, ties sharing their average rank."""
     order = np.argsort(x, kind="mergesort")

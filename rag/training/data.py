@@ -11,7 +11,8 @@ header (`anchor`/`query`/`sentence1`/`premise`..., `positive`/`sentence2`/`hypot
 `negative`..., `label`/`score`...) or given explicitly; without a header, 2 columns are pairs,
 3 are labelled pairs when the third is a number on every line, else triplets. STS-B files
 (tab-separated, score in column 5, sentences in 6 and 7) are recognised as labelled pairs.
-A BEIR folder gives (query, title + " " + text) pairs for the qrels of a split with score > 0.
+A BEIR folder gives (query, passage) pairs for the qrels of a split with score > 0, the passage
+text as evaluation ingests it (rag.evaluation.beir.passage_text).
 """
 
 from __future__ import annotations
@@ -68,14 +69,6 @@ def _pick(header: list[str], names: tuple[str, ...]) -> int | None:
     return None
 
 
-def _is_sts(path: Path) -> bool:
-    """STS-B: tab-separated, >= 7 fields, column 5 a number (the first line may be a header)."""
-    with open(path, encoding="utf-8") as fh:
-        lines = [fh.readline() for _ in range(3)]
-    rows = [ln.rstrip("\n").split("\t") for ln in lines if ln.strip()]
-    return bool(rows) and all(len(r) >= 7 for r in rows) and _as_number(rows[-1][4]) is not None
-
-
 def _columns_from_header(header: list[str], path: Path) -> list[int] | None:
     """[anchor, positive, (negative), (label)] indexes when the header names them."""
     a, p, n, lab = (_pick(header, names) for names in (ANCHOR, POSITIVE, NEGATIVE, LABEL))
@@ -129,6 +122,17 @@ def _rows(path: Path) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
     return (first, rows[1:]) if looks_like_header else (None, rows)
 
 
+def sts_training_data(path: str | Path) -> TrainData:
+    """An STS-B file as labelled pairs (sentence 1, sentence 2, gold score 0-5): the one path from
+    STS-B to training data, for `rag train sts` and for STS files given to `rag train pairs`."""
+    from rag.evaluation.sts import load_sts
+
+    pairs = load_sts(path)
+    return TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],
+                     labels=[p.score for p in pairs], source=str(path),
+                     columns=["sentence1", "sentence2", "score"])
+
+
 def read_training_file(path: str | Path, columns: list[str] | None = None,
                        kind: Kind | None = None) -> TrainData:
     """Read pairs, triplets or labelled pairs from a file (see the module doc).
@@ -139,13 +143,11 @@ def read_training_file(path: str | Path, columns: list[str] | None = None,
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    if columns is None and path.suffix.lower() in (".csv", ".tsv", ".txt") and _is_sts(path):
-        from rag.evaluation.sts import load_sts
+    if columns is None and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        from rag.evaluation.sts import is_sts_file
 
-        pairs = load_sts(path)
-        return TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],
-                         labels=[p.score for p in pairs], source=str(path),
-                         columns=["sentence1", "sentence2", "score"])
+        if is_sts_file(path):
+            return sts_training_data(path)
     header, rows = _rows(path)
     if not rows:
         raise ConfigError(f"{path}: no examples found")
@@ -204,30 +206,15 @@ def read_training_file(path: str | Path, columns: list[str] | None = None,
     return TrainData(kind="labelled", texts=texts, labels=labels, source=str(path), columns=names)
 
 
-def beir_passage(doc: dict) -> str:
-    title, text = (doc.get("title") or "").strip(), (doc.get("text") or "").strip()
-    return f"{title} {text}".strip()
-
-
-def read_beir_corpus(root: str | Path, ids: set[str] | None = None) -> dict[str, str]:
-    """doc id -> title + " " + text (only `ids` when given)."""
-    out = {}
-    for _, d in iter_jsonl(Path(root) / "corpus.jsonl"):
-        did = str(d.get("_id"))
-        if ids is None or did in ids:
-            out[did] = beir_passage(d)
-    return out
-
-
 def read_beir_pairs(root: str | Path, split: str = "train",
                     exclude_queries: set[str] | None = None) -> TrainData:
     """(query, passage) pairs for the judgements of `split` with score > 0."""
-    from rag.evaluation.beir import load_beir
+    from rag.evaluation.beir import corpus_passages, load_beir
 
     data = load_beir(root, split)
     wanted = {(q, d) for q, rel in data.qrels.items() if q not in (exclude_queries or set())
               for d, s in rel.items() if s > 0}
-    corpus = read_beir_corpus(root, {d for _, d in wanted})
+    corpus = corpus_passages(root, {d for _, d in wanted})
     missing = sorted({d for _, d in wanted if d not in corpus})
     if missing:
         raise ConfigError(f"{root}: {len(missing)} judged documents are not in corpus.jsonl (e.g. {missing[0]})")

@@ -1,10 +1,12 @@
 """Paraphrase / near-duplicate mining: all pairs of texts whose embeddings are at least
 `threshold` cosine-similar, computed tile by tile so that memory stays bounded (one
-block x block similarity tile at a time, plus the pairs found)."""
+block x block similarity tile at a time, from rag.embed.similarity, plus the pairs found)."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from rag.embed.similarity import similarity_tiles
 
 
 def mine_pairs(embeddings: np.ndarray, threshold: float, block: int = 2048,
@@ -16,22 +18,13 @@ def mine_pairs(embeddings: np.ndarray, threshold: float, block: int = 2048,
     """
     if not -1.0 <= threshold <= 1.0:
         raise ValueError("threshold must be a cosine, within [-1, 1]")
-    x = np.asarray(embeddings, dtype=np.float32)
-    if not normalized:
-        x = x / np.clip(np.linalg.norm(x, axis=1, keepdims=True), 1e-12, None)
-    n = len(x)
     rows, cols, sims = [], [], []
-    for a in range(0, n, block):
-        xa = x[a:a + block]
-        for b in range(a, n, block):
-            tile = xa @ x[b:b + block].T
-            if a == b:  # the diagonal tile: only pairs above the diagonal
-                tile = np.triu(tile, k=1) + np.tril(np.full_like(tile, -np.inf))
-            i, j = np.nonzero(tile >= threshold)
-            if len(i):
-                rows.append(i + a)
-                cols.append(j + b)
-                sims.append(tile[i, j])
+    for a, b, tile in similarity_tiles(embeddings, block, upper_only=True, normalized=normalized):
+        i, j = np.nonzero(tile >= threshold)
+        if len(i):
+            rows.append(i + a)
+            cols.append(j + b)
+            sims.append(tile[i, j])
     if not rows:
         return []
     r, c, s = np.concatenate(rows), np.concatenate(cols), np.concatenate(sims)
@@ -53,11 +46,9 @@ def read_texts(path, column: str | None = None) -> list[str]:
         raise ConfigError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv") and column is None:
-        from rag.training.data import _is_sts
+        from rag.evaluation.sts import is_sts_file, load_sts
 
-        if _is_sts(path):
-            from rag.evaluation.sts import load_sts
-
+        if is_sts_file(path):
             pairs = load_sts(path)
             return list(dict.fromkeys([s for p in pairs for s in (p.sentence1, p.sentence2)]))
     texts: list[str] = []

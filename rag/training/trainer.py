@@ -15,9 +15,7 @@ loadable by SentenceEncoder, by sentence-transformers and by `rag ingest --model
 
 from __future__ import annotations
 
-import json
 import random
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,13 +24,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rag.embed.encoder import SentenceEncoder, mean_pool, resolve_model
+from rag.embed.encoder import SentenceEncoder
 from rag.errors import ConfigError
 from rag.training.losses import LOSSES, MNR_SCALE
 from rag.evaluation.sts import evaluate_sts
-from rag.training.data import TrainData, read_training_data
-
-ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+from rag.training.data import TrainData, read_training_data, sts_training_data
 
 
 class TrainSettings(BaseModel):
@@ -107,13 +103,12 @@ class IrEvaluator:
                   corpus_size: int | None = 1000, seed: int = 42) -> IrEvaluator:
         """The judged queries of `split` (or only `query_ids`); the corpus is every judged
         document plus random others up to `corpus_size` (None: the whole corpus)."""
-        from rag.evaluation.beir import load_beir
-        from rag.training.data import read_beir_corpus
+        from rag.evaluation.beir import corpus_passages, load_beir
 
         data = load_beir(root, split)
         qids = [q for q in data.queries if query_ids is None or q in query_ids]
         qrels = {q: data.qrels[q] for q in qids}
-        corpus = read_beir_corpus(root)
+        corpus = corpus_passages(root)
         judged = [d for q in qids for d in qrels[q] if d in corpus]
         keep = list(dict.fromkeys(judged))
         if corpus_size is None:
@@ -160,32 +155,6 @@ def make_evaluator(dev: str | Path | None, split: str = "dev", corpus_size: int 
     if p.is_dir():
         return IrEvaluator.from_beir(p, split, corpus_size=corpus_size, seed=seed)
     return StsEvaluator(p)
-
-
-# ---------------------------------------------------------------------------------- saving
-def save_model(encoder: SentenceEncoder, out: Path, source: Path | str, max_seq_length: int | None = None) -> None:
-    """A Hugging Face folder plus sentence-transformers' pooling/normalize module files;
-    `max_seq_length` (default: the encoder's) is recorded for loaders and for chunking."""
-    out.mkdir(parents=True, exist_ok=True)
-    encoder._model.save_pretrained(out)
-    encoder._tokenizer.save_pretrained(out)
-    src = Path(source) if isinstance(source, Path) else None
-    for name in ST_FILES:
-        if src is not None and (src / name).is_file():
-            shutil.copy(src / name, out / name)
-    if not (out / "modules.json").is_file():
-        (out / "modules.json").write_text(json.dumps([
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}],
-            indent=2))
-    (out / "sentence_bert_config.json").write_text(json.dumps(
-        {"max_seq_length": max_seq_length or encoder.max_seq_length, "do_lower_case": False}, indent=2))
-    (out / "1_Pooling").mkdir(exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": encoder.dimension, "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
 
 
 def no_duplicate_batches(texts: Sequence[tuple[str, ...]], order: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -250,7 +219,7 @@ def train(
     model_max_len = encoder.max_seq_length  # what the saved model records
     if settings.max_seq_length:
         encoder.max_seq_length = settings.max_seq_length  # training and dev texts only
-    net, tok, dev = encoder._model, encoder._tokenizer, encoder._device
+    net, dev = encoder.transformer, encoder.runtime_device
     if dev.startswith("cuda"):
         net.float()  # train in fp32; the encoder loads fp16 for inference on CUDA
 
@@ -289,13 +258,8 @@ def train(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
     params = [p for _, p in named]
 
-    def embed(texts: list[str]):
-        batch = tok(texts, padding=True, truncation=True, max_length=encoder.max_seq_length, return_tensors="pt")
-        batch = {k: v.to(dev) for k, v in batch.items()}
-        return mean_pool(net(**batch).last_hidden_state, batch["attention_mask"])
-
     def batch_loss(idx: list[int]):
-        cols = [embed([data.texts[i][c] for i in idx]) for c in range(len(data.texts[idx[0]]))]
+        cols = [encoder.embed([data.texts[i][c] for i in idx]) for c in range(len(data.texts[idx[0]]))]
         if loss == "mnr":
             return L.mnr_loss(cols[0], cols[1], cols[2:] or None, scale=settings.mnr_scale)
         if loss == "triplet":
@@ -337,7 +301,7 @@ def train(
         score = result.dev_score if result.dev_score is not None else float(epoch)
         if best is None or score > best[0]:
             best = (score, epoch)
-            save_model(encoder, output, resolve_model(model), max_seq_length=model_max_len)
+            encoder.save(output, max_seq_length=model_max_len)
     return TrainReport(output=str(output), loss=loss, examples=len(data), best_epoch=best[1],
                        dev_metric=getattr(evaluator, "metric", None) if evaluator is not None else None,
                        best_dev_score=best[0] if evaluator is not None else None,
@@ -354,11 +318,7 @@ def train_sts(
     on_step: Callable[[int, int, float], None] | None = None,
 ) -> TrainReport:
     """Cosine-similarity regression on STS-B pairs (scores / 5), best epoch by dev Spearman."""
-    from rag.evaluation.sts import load_sts
-
-    pairs = load_sts(train_file)
-    data = TrainData(kind="labelled", texts=[(p.sentence1, p.sentence2) for p in pairs],
-                     labels=[p.score for p in pairs], source=str(train_file))
+    data = sts_training_data(train_file)
     settings = (settings or TrainSettings()).model_copy()
     if settings.max_score is None:
         settings.max_score = 5.0
@@ -367,6 +327,6 @@ def train_sts(
                  device=device, on_step=on_step)
 
 
-__all__ = ["TrainSettings", "TrainReport", "EpochResult", "train", "train_sts", "save_model",
+__all__ = ["TrainSettings", "TrainReport", "EpochResult", "train", "train_sts",
            "StsEvaluator", "IrEvaluator", "make_evaluator", "beir_holdout", "no_duplicate_batches",
            "read_training_data"]
