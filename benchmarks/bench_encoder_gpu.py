@@ -85,7 +85,7 @@ def main() -> int:
     rate = {k: len(sentences) / statistics.median(v) for k, v in times.items()}
     figures = {
         "reference_dtype": str(next(st32.parameters()).dtype), "device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else device,
-        "dtype": str(next(ours._model.parameters()).dtype), "sentences": len(sentences),
+        "dtype": str(next(ours.transformer.parameters()).dtype), "sentences": len(sentences),
         "batch_size": args.batch_size, "min_cosine_vs_st_fp32": float(cos.min()),
         "mean_cosine_vs_st_fp32": float(cos.mean()), "sentences_per_s": rate,
         "ratio_ours_vs_st_fp32": rate["ours (fp16, auto)"] / rate["sentence-transformers fp32"],

@@ -31,10 +31,9 @@ from rag.errors import ConfigError, LLMError, ModelMismatchError
 from rag.answer.extractive import extract
 from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
 from rag.models import Answer
-from rag.answer.prompt import Prompt, PromptAssembler, PromptTemplate, check_citations, strip_citations
+from rag.answer.prompt import (DEFAULT_CONTEXT_WINDOW, Prompt, PromptAssembler, PromptTemplate, check_citations,
+                               strip_citations)
 from rag.search.retrieval import Retriever, SearchResponse
-
-DEFAULT_CONTEXT_WINDOW = 8192
 
 
 class RagPipeline:
@@ -60,8 +59,8 @@ class RagPipeline:
             window = llm.context_window if llm is not None else DEFAULT_CONTEXT_WINDOW
             prompt = PromptAssembler(context_window=window,
                                      max_answer_tokens=min(self.generation.max_tokens, window // 2))
-        if prompt._count is None and model_token_counter(llm) is not None:
-            prompt._count = model_token_counter(llm)  # budget in the model's own tokens
+        if prompt.token_counter is None:
+            prompt.token_counter = model_token_counter(llm)  # the budget in the model's own tokens
         self.prompt = prompt
         self.fallback_to_extracts = fallback_to_extracts
         self._vs = None
@@ -72,7 +71,7 @@ class RagPipeline:
     def from_config(cls, config) -> RagPipeline:
         """From a RagConfig or the path of a TOML config file."""
         from pipelines.config import RagConfig, load_config, make_backend
-        from rag.embed.encoder import DEFAULT_MODEL, SentenceEncoder
+        from rag.embed.encoder import DEFAULT_MODEL
 
         cfg: RagConfig = config if isinstance(config, RagConfig) else load_config(config)
         llm = make_backend(cfg.llm)
@@ -81,13 +80,12 @@ class RagPipeline:
         template = PromptTemplate.from_file(cfg.prompt.template) if cfg.prompt.template else None
         prompt = PromptAssembler(template=template, context_window=window,
                                  max_answer_tokens=min(cfg.prompt.max_answer_tokens, window // 2),
-                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin)
-        r = cfg.retrieval
-        encoder = (SentenceEncoder(cfg.encoder.model, device=cfg.encoder.device)
-                   if cfg.encoder.model != DEFAULT_MODEL or cfg.encoder.device else None)
-        return cls(encoder=encoder, store=cfg.store.settings(), chunker=Chunker(cfg.chunking.size, cfg.chunking.overlap),
-                   retriever={"mode": r.mode, "fusion": r.fusion, "rrf_k": r.rrf_k, "weights": r.weights,
-                              "candidates": r.candidates, "top_k": r.top_k, "mmr_lambda": r.mmr},
+                                 max_passages=cfg.prompt.max_passages, margin=cfg.prompt.margin,
+                                 count_tokens=model_token_counter(llm))
+        # No encoder given: the one the collection records is used (any other is refused).
+        encoder = cfg.encoder.build() if cfg.encoder.model != DEFAULT_MODEL or cfg.encoder.device else None
+        retriever = {**cfg.retrieval.settings(), "top_k": cfg.retrieval.top_k or cfg.prompt.max_passages}
+        return cls(encoder=encoder, store=cfg.store.settings(), chunker=cfg.chunking.build(), retriever=retriever,
                    prompt=prompt, llm=llm, generation=generation)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,6 +1,10 @@
 """The configuration file: one TOML file, validated with pydantic, that builds the same pipeline as
 the Python API and gives the `rag` commands their defaults (flags still win).
 
+Each field's default is the component's own constant (the chunker's chunk size, the backend's
+timeout ...), and each command-line option reads its default from its field
+(`pipelines.cli.options`), so a default is written once.
+
 ```toml
 [store]
 dir = "rag_store"          # or url = "http://qdrant:6333" (API key from $QDRANT_API_KEY)
@@ -12,6 +16,10 @@ model = "sentence-transformers/all-MiniLM-L6-v2"
 [chunking]
 size = 256
 overlap = 32
+
+[ingest]
+exclude = ["drafts/*"]
+near_duplicates = "flag"        # or "skip"
 
 [retrieval]
 mode = "hybrid"
@@ -37,12 +45,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipelines.ingest import DEFAULT_BATCH_SIZE, DEFAULT_DUP_THRESHOLD
 from pipelines.stores import DEFAULT_COLLECTION, DEFAULT_STORE_DIR, StoreSettings
+from rag.answer.llm import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, GenerationSettings
+from rag.answer.prompt import DEFAULT_MARGIN, DEFAULT_MAX_PASSAGES
 from rag.embed.encoder import DEFAULT_MODEL
 from rag.errors import ConfigError
+from rag.ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+from rag.ingest.loaders import DEFAULT_INCLUDE
+from rag.search.fusion import DEFAULT_RRF_K
 from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
 
 Backend = Literal["local", "openai", "ollama", "none"]
+_GENERATION = GenerationSettings()  # its field defaults are the answer defaults
 
 
 class _Section(BaseModel):
@@ -64,28 +79,53 @@ class EncoderConfig(_Section):
     model: str = DEFAULT_MODEL
     device: str | None = None
 
+    def build(self):
+        from rag.embed.encoder import SentenceEncoder
+
+        return SentenceEncoder(self.model, device=self.device)
+
 
 class ChunkingConfig(_Section):
-    size: int = Field(256, ge=16)
-    overlap: int = Field(32, ge=0)
+    size: int = Field(DEFAULT_CHUNK_SIZE, ge=16)
+    overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0)
+
+    def build(self):
+        from rag.ingest.chunking import Chunker
+
+        return Chunker(self.size, self.overlap)
+
+
+class IngestConfig(_Section):
+    include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE))
+    exclude: list[str] = Field(default_factory=list)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
+    stemming: bool = Field(True, description="new collections: English stemming and stop words in BM25")
+    near_duplicates: Literal["flag", "skip"] | None = None
+    dup_threshold: float = Field(DEFAULT_DUP_THRESHOLD, gt=0, le=1)
 
 
 class RetrievalConfig(_Section):
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     fusion: Literal["rrf", "wsf", "dbsf"] = DEFAULT_FUSION
-    rrf_k: int = Field(60, ge=1)
+    rrf_k: int = Field(DEFAULT_RRF_K, ge=1)
     weights: tuple[float, float] = DEFAULT_WEIGHTS
     candidates: int = Field(DEFAULT_CANDIDATES, ge=1)
-    top_k: int = Field(8, ge=1)
+    top_k: int | None = Field(None, ge=1, description="None: 10 results for rag search; "
+                              "prompt.max_passages for answers")
     mmr: float | None = Field(None, ge=0, le=1)
+
+    def settings(self) -> dict[str, Any]:
+        """Keyword arguments of rag.search.retrieval.Retriever (top_k is the caller's)."""
+        return {"mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": self.weights,
+                "candidates": self.candidates, "mmr_lambda": self.mmr}
 
 
 class PromptConfig(_Section):
     template: str | None = Field(None, description="TOML file with system/user, or a text file (user)")
-    max_answer_tokens: int = Field(512, ge=16)
-    max_passages: int = Field(8, ge=1)
+    max_answer_tokens: int = Field(_GENERATION.max_tokens, ge=16)
+    max_passages: int = Field(DEFAULT_MAX_PASSAGES, ge=1)
     context_window: int | None = Field(None, ge=256, description="default: the backend's window")
-    margin: float = Field(0.05, ge=0, lt=0.5)
+    margin: float = Field(DEFAULT_MARGIN, ge=0, lt=0.5)
 
 
 class LLMConfig(_Section):
@@ -93,10 +133,10 @@ class LLMConfig(_Section):
     model: str | None = Field(None, description="model name on the server, or a local folder / .gguf")
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
+    timeout: float = Field(DEFAULT_TIMEOUT, gt=0)
+    max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0)
     context_window: int | None = Field(None, ge=256)
-    temperature: float = Field(0.0, ge=0)
+    temperature: float = Field(_GENERATION.temperature, ge=0)
     device: str | None = None
 
 
@@ -104,25 +144,21 @@ class RagConfig(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     llm: LLMConfig = Field(default_factory=LLMConfig)
     source: str | None = Field(None, exclude=True, description="the file it was read from")
 
-    def cli_defaults(self) -> dict[str, Any]:
-        """argparse destinations -> values, for the `rag` commands that have those options."""
-        r, p, m = self.retrieval, self.prompt, self.llm
-        out = {"store": self.store.dir, "collection": self.store.collection, "url": self.store.url,
-               "qdrant_path": self.store.local_path, "model": self.encoder.model, "device": self.encoder.device,
-               "chunk_size": self.chunking.size, "chunk_overlap": self.chunking.overlap,
-               "mode": r.mode, "fusion": r.fusion, "rrf_k": r.rrf_k,
-               "weights": ",".join(f"{w:g}" for w in r.weights), "candidates": r.candidates,
-               "top_k": r.top_k, "mmr": r.mmr, "template": p.template, "max_tokens": p.max_answer_tokens,
-               "max_passages": p.max_passages, "context_window": p.context_window or m.context_window,
-               "llm": m.backend, "llm_model": m.model, "base_url": m.base_url, "api_key_env": m.api_key_env,
-               "timeout": m.timeout, "max_retries": m.max_retries, "temperature": m.temperature,
-               "llm_device": m.device}
-        return out
+    def get(self, path: str) -> Any:
+        """The value at a dotted path such as "chunking.size"."""
+        section, name = path.split(".")
+        return getattr(getattr(self, section), name)
+
+    def is_set(self, path: str) -> bool:
+        """Whether the config file gave this value (rather than the field's default)."""
+        section, name = path.split(".")
+        return section in self.model_fields_set and name in getattr(self, section).model_fields_set
 
 
 def validate_config(data: dict[str, Any], where: str) -> RagConfig:

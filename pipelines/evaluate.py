@@ -88,10 +88,7 @@ def eval_retrieval(
     retriever_settings: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
-
-    from pipelines.render import console
+    from pipelines.render import query_progress
 
     data = load_beir(folder, split)
     encoder = encoder or SentenceEncoder()
@@ -107,18 +104,16 @@ def eval_retrieval(
         t0 = time.perf_counter()
         vectors = encoder.encode(list(data.queries.values()))
         encode_s = time.perf_counter() - t0
-        with Progress(TextColumn("[bold]eval {task.fields[mode]}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("queries"), TimeRemainingColumn(), console=console,
-                      disable=not progress) as bar:
+        with query_progress(enabled=progress) as start_mode:
             for mode in modes:
                 # A single leg is searched as deep as recall@100 needs; hybrid keeps its settings.
                 deep = {**settings, "candidates": chunk_depth} if mode != "hybrid" else settings
                 retriever = Retriever(vs, encoder, mode=mode, **deep)
-                task = bar.add_task("eval", total=len(data.queries), mode=mode)
+                advance = start_mode(mode, len(data.queries))
                 t0 = time.perf_counter()
                 run = run_queries(retriever, data, mode, vectors=None if mode == "bm25" else vectors,
                                   chunk_depth=chunk_depth,
-                                  progress=lambda n, task=task: bar.advance(task, n))
+                                  progress=advance)
                 seconds = time.perf_counter() - t0 + (0 if mode == "bm25" else encode_s)
                 used = retriever.to_dict()["init_parameters"]
                 results.append(ModeResult(mode=mode, metrics=evaluate(run, data.qrels), seconds=seconds,
@@ -129,31 +124,3 @@ def eval_retrieval(
     return EvalReport(dataset=data.root, split=split, queries=len(data.queries), collection=store.describe(),
                       results=results, ingest={**rep.counts(), "documents": n_docs,
                                                "points": rep.total_points})
-
-
-def print_eval_report(report: EvalReport, out=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    out = out or Console()
-    t = Table(title=f"{report.dataset} ({report.split}, {report.queries} queries) — {report.collection}",
-              title_justify="left")
-    t.add_column("mode")
-    for m in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
-        t.add_column(m, justify="right")
-    t.add_column("queries/s", justify="right")
-    t.add_column("settings")
-    for r in report.results:
-        t.add_row(r.mode, *(f"{r.metrics[m]:.4f}" for m in ("ndcg@10", "recall@10", "recall@100", "mrr@10")),
-                  f"{report.queries / r.seconds:.0f}" if r.seconds else "-",
-                  _describe(r.settings))
-    out.print(t)
-
-
-def _describe(settings: dict[str, Any]) -> str:
-    parts = []
-    if "fusion" in settings:
-        parts.append(settings["fusion"] + (f" k={settings['rrf_k']}" if settings["fusion"] == "rrf" else ""))
-        parts.append("w=" + ",".join(f"{w:g}" for w in settings["weights"]))
-    parts.append(f"c={settings['candidates']}")
-    return " ".join(parts)

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 
 from rag.ingest.chunking import Chunker
 from rag.embed.encoder import SentenceEncoder
+from rag.embed.similarity import best_earlier
 from rag.errors import LoadError
 from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, load, source_name
 from rag.models import Chunk, Document
@@ -45,6 +46,9 @@ Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
 
 # Test hook for the crash-safety tests: SIGKILL this process after N store writes.
 FAULT_ENV = "RAG_FAULT_KILL_AFTER_WRITES"
+
+DEFAULT_BATCH_SIZE = 128  # chunks per encode and write
+DEFAULT_DUP_THRESHOLD = 0.95  # cosine at which a chunk counts as a near-duplicate
 
 
 class FileOutcome(BaseModel):
@@ -123,14 +127,10 @@ class _NearDuplicates:
     def check(self, chunks: list[Chunk], vectors: np.ndarray) -> list[bool]:
         """True for each chunk to keep (all of them when flagging); records the duplicates."""
         n, found = len(chunks), [None] * len(chunks)
-        for a in range(0, n, 1024):  # earlier chunks of this batch, a tile at a time
-            sims = vectors[a:a + 1024] @ vectors[:a + 1024].T
-            for r in range(sims.shape[0]):
-                i = a + r
-                if i:
-                    j = int(np.argmax(sims[r, :i]))
-                    if sims[r, j] >= self.threshold:
-                        found[i] = (chunks[j].source, chunks[j].chunk_index, float(sims[r, j]))
+        match, sims = best_earlier(vectors, block=1024)  # earlier chunks of this batch
+        for i in np.nonzero(sims >= self.threshold)[0]:
+            j = int(match[i])
+            found[int(i)] = (chunks[j].source, chunks[j].chunk_index, float(sims[i]))
         todo = [i for i in range(n) if found[i] is None]
         if todo and self.store.count():
             specs = [QuerySpec(legs=[Leg(kind="dense", vector=vectors[i].tolist(), limit=self.depth)],
@@ -153,27 +153,6 @@ class _NearDuplicates:
                     source=c.source, chunk_index=c.chunk_index, duplicate_of=f[0], duplicate_of_chunk=f[1],
                     similarity=round(f[2], 4), text=c.text[:200]))
         return keep
-
-
-def print_near_duplicates(report: IngestReport, out=None) -> None:
-    """The near-duplicate part of the ingest summary (nothing when the check was off)."""
-    if report.near_duplicate_action is None:
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    out = out or Console()
-    verb = "skipped (not written)" if report.near_duplicate_action == "skip" else "flagged (written)"
-    out.print(f"near-duplicate chunks (cosine >= {report.near_duplicate_threshold:g}): "
-              f"{report.near_duplicates} {verb}")
-    if report.near_duplicate_examples:
-        t = Table(title="Near-duplicate chunks (examples)", title_justify="left")
-        for c in ("chunk", "duplicate of", "cosine", "text"):
-            t.add_column(c, overflow="fold", justify="right" if c == "cosine" else "left")
-        for d in report.near_duplicate_examples:
-            t.add_row(f"{Path(d.source).name}#{d.chunk_index}", f"{Path(d.duplicate_of).name}#{d.duplicate_of_chunk}",
-                      f"{d.similarity:.3f}", d.text[:120])
-        out.print(t)
 
 
 def _file_hash(path: Path) -> str:
@@ -275,10 +254,10 @@ def ingest(
     exclude: Iterable[str] = (),
     prune: bool = False,
     text_index: TextIndexSettings | None = None,
-    batch_size: int = 128,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     near_duplicates: Literal["flag", "skip"] | None = None,
-    dup_threshold: float = 0.95,
+    dup_threshold: float = DEFAULT_DUP_THRESHOLD,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
     failures are in it, not raised, except for errors that stop the whole job (store, model).
@@ -343,16 +322,10 @@ def ingest(
 
 def _optimize(vs: VectorStore, progress: bool) -> None:
     """Build the vector index (minutes for 100k chunks on 2 cores), saying so while it runs."""
-    if not progress:
-        vs.optimize()
-        return
-    from pipelines.render import console
+    from pipelines.render import status
 
-    with console.status("building the search index (HNSW) ..."):
-        started = time.perf_counter()
+    with status("building the search index (HNSW) ...", enabled=progress):
         vs.optimize()
-    if time.perf_counter() - started > 5:
-        console.print(f"search index built in {time.perf_counter() - started:.0f} s")
 
 
 def _open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker: Chunker,
@@ -370,7 +343,7 @@ def ingest_documents(
     store: StoreSettings | None = None,
     chunker: Chunker | None = None,
     text_index: TextIndexSettings | None = None,
-    batch_size: int = 128,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
 ) -> IngestReport:
     """Ingest documents made in memory (e.g. a BEIR corpus), with the same idempotency as files:

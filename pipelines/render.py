@@ -1,15 +1,46 @@
-"""Progress bars (rate and ETA) and result tables, with rich."""
+"""Everything the user reads: progress bars (rate and ETA) and result tables, with rich.
+
+Commands and jobs compute their results; the functions here print them. Tables go to stdout,
+bars and notes to stderr. On a terminal a table fits its width; piped (`| grep`, a log file,
+cron) it is as wide as its content, so a file path or a reason is never split across lines and
+a log can be searched for a file name.
+"""
 
 from __future__ import annotations
 
+import re
+import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
+from rich.table import Table
 
-console = Console(stderr=True)
+from rag.models import page_label
+
+PIPED_WIDTH = 10_000  # wider than any row: piped tables never wrap
+
+
+def _console(stderr: bool = False) -> Console:
+    con = Console(stderr=stderr)
+    return con if con.is_terminal else Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+console = _console(stderr=True)  # bars, notes and status lines
+
+
+def stdout() -> Console:
+    """A console on the current stdout (made per call: tests and callers may redirect it)."""
+    return _console()
+
+
+# ---------------------------------------------------------------------------- progress
 
 
 class _IngestBar:
@@ -49,12 +80,78 @@ def ingest_progress(total_files: int, enabled: bool = True):
         yield _IngestBar(progress, task)
 
 
-def print_ingest_report(report, out: Console | None = None) -> None:
-    from rich.table import Table
+@contextmanager
+def query_progress(enabled: bool = True) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Queries done/total per evaluated mode, with ETA. Yields `start(mode, total)`, which
+    returns an `advance(n)` callback for that mode."""
+    with Progress(TextColumn("[bold]eval {task.fields[mode]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("queries"), TimeRemainingColumn(), console=console, disable=not enabled) as bar:
+        def start(mode: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task("eval", total=total, mode=mode)
+            return lambda n: bar.advance(task, n)
 
-    out = out or Console()
+        yield start
+
+
+@contextmanager
+def status(message: str, enabled: bool = True, report_after: float = 5.0):
+    """A spinner while something blocking runs; afterwards, its time when it took a while."""
+    if not enabled:
+        yield
+        return
+    started = time.perf_counter()
+    with console.status(message):
+        yield
+    spent = time.perf_counter() - started
+    if spent > report_after:
+        console.print(f"{message.rstrip(' .')}: done in {spent:.0f} s")
+
+
+class TrainingProgress:
+    """Steps done/total with the loss and ETA; on a log file (no terminal) a line every 5 %
+    instead of a bar. `on_step` and `on_epoch` are the trainer's callbacks."""
+
+    def __init__(self, bar: Progress, task):
+        self.bar, self.task = bar, task
+        self.t0 = time.perf_counter()
+
+    def on_step(self, step: int, total: int, loss: float) -> None:
+        self.bar.update(self.task, completed=step, total=total, loss=f"{loss:.4f}")
+        if not console.is_terminal and not self.bar.disable and (step % max(1, total // 20) == 0 or step == total):
+            spent = time.perf_counter() - self.t0
+            console.print(f"step {step}/{total} loss {loss:.4f} elapsed {spent:.0f} s "
+                          f"ETA {spent / step * (total - step):.0f} s (training only)")
+
+    def on_epoch(self, e) -> None:
+        dev = "" if e.dev_score is None else f", dev {e.dev_score:.4f}"
+        if not self.bar.disable:
+            self.bar.console.print(f"epoch {e.epoch}: train loss {e.train_loss:.4f}{dev} ({e.seconds:.0f} s)")
+
+
+@contextmanager
+def training_progress(enabled: bool = True) -> Iterator[TrainingProgress]:
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                  TimeRemainingColumn(), console=console, disable=not enabled) as bar:
+        yield TrainingProgress(bar, bar.add_task("train", total=None, loss="-"))
+
+
+def note(text: str) -> None:
+    """A line for the user on stderr (kept apart from the results on stdout)."""
+    console.print(text)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def _table(title: str, **kwargs: Any) -> Table:
+    return Table(title=title, title_justify="left", **kwargs)
+
+
+def print_ingest_report(report, out: Console | None = None) -> None:
+    out = out or stdout()
     counts = report.counts()
-    t = Table(title=f"Ingest summary: {report.collection}", title_justify="left")
+    t = _table(f"Ingest summary: {report.collection}")
     t.add_column("files", justify="left")
     t.add_column("", justify="right")
     for k in ("ingested", "replaced", "unchanged", "failed", "pruned"):
@@ -66,30 +163,46 @@ def print_ingest_report(report, out: Console | None = None) -> None:
     t.add_row("seconds", f"{report.seconds:.1f}")
     out.print(t)
     if report.failed:
-        f = Table(title="Failed files (nothing of them was written)", title_justify="left")
+        f = _table("Failed files (nothing of them was written)")
         f.add_column("file", overflow="fold")
         f.add_column("reason", overflow="fold")
         for o in report.failed:
-            f.add_row(o.source, o.reason or "")
+            f.add_row(escape(o.source), escape(o.reason or ""))
         out.print(f)
     warned = [o for o in report.outcomes if o.warnings]
     if warned:
-        w = Table(title="Warnings (files were ingested)", title_justify="left")
+        w = _table("Warnings (files were ingested)")
         w.add_column("file", overflow="fold")
         w.add_column("warning", overflow="fold")
         for o in warned:
             for msg in o.warnings:
-                w.add_row(o.source, msg)
+                w.add_row(escape(o.source), escape(msg))
         out.print(w)
+    print_near_duplicates(report, out)
+
+
+def print_near_duplicates(report, out: Console | None = None) -> None:
+    """The near-duplicate part of the ingest summary (nothing when the check was off)."""
+    if report.near_duplicate_action is None:
+        return
+    out = out or stdout()
+    verb = "skipped (not written)" if report.near_duplicate_action == "skip" else "flagged (written)"
+    out.print(f"near-duplicate chunks (cosine >= {report.near_duplicate_threshold:g}): "
+              f"{report.near_duplicates} {verb}")
+    if report.near_duplicate_examples:
+        t = _table("Near-duplicate chunks (examples)")
+        for c in ("chunk", "duplicate of", "cosine", "text"):
+            t.add_column(c, overflow="fold", justify="right" if c == "cosine" else "left")
+        for d in report.near_duplicate_examples:
+            t.add_row(escape(f"{Path(d.source).name}#{d.chunk_index}"),
+                      escape(f"{Path(d.duplicate_of).name}#{d.duplicate_of_chunk}"),
+                      f"{d.similarity:.3f}", escape(d.text[:120]))
+        out.print(t)
 
 
 def highlight(text: str, query: str, width: int = 300) -> str:
     """A snippet around the first query term, with query terms (and their inflections:
     words sharing the first 4+ letters) in bold, as rich markup."""
-    import re
-
-    from rich.markup import escape
-
     terms = {t.lower() for t in re.findall(r"\w+", query) if len(t) > 2}
     stems = {t[:max(4, len(t) - 3)] for t in terms}
 
@@ -111,13 +224,9 @@ def highlight(text: str, query: str, width: int = 300) -> str:
 
 
 def print_search_response(resp, explain: bool = False, out: Console | None = None) -> None:
-    from pathlib import Path
-
-    from rich.table import Table
-
-    out = out or Console()
+    out = out or stdout()
     title = f"{resp.mode}" + (f" ({resp.fusion})" if resp.fusion else "") + f": {resp.query}"
-    t = Table(title=title, title_justify="left", show_lines=True)
+    t = _table(escape(title), show_lines=True)
     t.add_column("#", justify="right")
     t.add_column("score", justify="right")
     t.add_column("source:page", overflow="fold")
@@ -126,8 +235,7 @@ def print_search_response(resp, explain: bool = False, out: Console | None = Non
         t.add_column("bm25 rank/score", justify="right")
     t.add_column("text")
     for r in resp.results:
-        pages = str(r.page_start) if r.page_start == r.page_end else f"{r.page_start}-{r.page_end}"
-        row = [str(r.rank), f"{r.score:.4f}", f"{Path(r.source).name}:{pages}"]
+        row = [str(r.rank), f"{r.score:.4f}", escape(f"{Path(r.source).name}:{page_label(r.page_start, r.page_end)}")]
         if explain:
             for leg in ("dense", "bm25"):
                 x = r.legs.get(leg)
@@ -135,7 +243,99 @@ def print_search_response(resp, explain: bool = False, out: Console | None = Non
         row.append(highlight(r.text, resp.query))
         t.add_row(*row)
     out.print(t)
-    for note in resp.notes:
-        out.print(f"[dim]note: {note}[/]")
+    for n in resp.notes:
+        out.print(f"[dim]note: {escape(n)}[/]")
     if not resp.results:
         out.print("no results")
+
+
+METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
+
+
+def print_eval_report(report, out: Console | None = None) -> None:
+    out = out or stdout()
+    t = _table(escape(f"{report.dataset} ({report.split}, {report.queries} queries) — {report.collection}"))
+    t.add_column("mode")
+    for m in METRICS:
+        t.add_column(m, justify="right")
+    t.add_column("queries/s", justify="right")
+    t.add_column("settings")
+    for r in report.results:
+        t.add_row(r.mode, *(f"{r.metrics[m]:.4f}" for m in METRICS),
+                  f"{report.queries / r.seconds:.0f}" if r.seconds else "-", _describe(r.settings))
+    out.print(t)
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    parts = []
+    if "fusion" in settings:
+        parts.append(settings["fusion"] + (f" k={settings['rrf_k']}" if settings["fusion"] == "rrf" else ""))
+        parts.append("w=" + ",".join(f"{w:g}" for w in settings["weights"]))
+    parts.append(f"c={settings['candidates']}")
+    return " ".join(parts)
+
+
+def print_sts_result(result, model: str, out: Console | None = None) -> None:
+    out = out or stdout()
+    t = _table(escape(f"STS: {result.file} ({model})"))
+    for c in ("pairs", "spearman", "pearson"):
+        t.add_column(c, justify="right")
+    t.add_row(str(result.pairs), f"{result.spearman:.4f}", f"{result.pearson:.4f}")
+    out.print(t)
+
+
+def print_training_report(report, title: str, model: str, out: Console | None = None) -> None:
+    out = out or stdout()
+    t = _table(escape(f"{title}: {model} -> {report.output} ({report.loss} loss, {report.examples} examples, "
+                      f"{report.seconds:.0f} s)"))
+    for c in ("epoch", "train loss", f"dev {report.dev_metric or '-'}", "seconds", ""):
+        t.add_column(c, justify="right")
+    for e in report.epochs:
+        t.add_row(str(e.epoch), f"{e.train_loss:.4f}", "-" if e.dev_score is None else f"{e.dev_score:.4f}",
+                  f"{e.seconds:.0f}", "kept" if e.epoch == report.best_epoch else "")
+    out.print(t)
+
+
+def print_mined_pairs(pairs, texts, threshold: float, label: str, seconds: float, top: int,
+                      out: Console | None = None) -> None:
+    out = out or stdout()
+    t = _table(escape(f"{len(pairs)} pairs with cosine >= {threshold} among {len(texts)} texts of {label} "
+                      f"({seconds:.1f} s)" + (f"; top {top}" if len(pairs) > top else "")), show_lines=True)
+    t.add_column("cosine", justify="right")
+    t.add_column("text", overflow="fold")
+    t.add_column("near-duplicate", overflow="fold")
+    for i, j, sim in pairs[:top]:
+        t.add_row(f"{sim:.4f}", escape(texts[i][:300]), escape(texts[j][:300]))
+    out.print(t)
+
+
+def short_source(source: str) -> str:
+    """A source path as the user would type it: relative to the working folder when inside it,
+    else its last two parts."""
+    path = Path(source)
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return "…/" + "/".join(path.parts[-2:]) if len(path.parts) > 2 else source
+
+
+def print_answer_sources(answer, out: Console | None = None) -> None:
+    """After an answer: the rewritten question (chat), the passages that were in the prompt and
+    whether the answer cites each, then the notes."""
+    out = out or stdout()
+    if answer.standalone_question:
+        console.print(f"[dim]searched for: {escape(answer.standalone_question)}[/dim]")
+    if answer.passages:
+        t = _table(escape(f"Sources ({answer.kind}, {answer.backend}, {answer.seconds:.1f} s)"))
+        t.add_column("#", justify="right")
+        t.add_column("cited")
+        t.add_column("source", overflow="fold")
+        t.add_column("pages", justify="right")
+        t.add_column("score", justify="right")
+        cited = set(answer.cited)
+        for p in answer.passages:
+            t.add_row(f"[{p.number}]", "yes" if p.number in cited else "", escape(short_source(p.source)),
+                      p.pages, f"{p.score:.3f}")
+        out.print(t)
+    for n in answer.notes:
+        console.print(f"[yellow]note:[/yellow] {escape(n)}")

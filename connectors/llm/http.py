@@ -37,7 +37,8 @@ import httpx
 from rag.errors import (ConfigError, LLMAuthError, LLMConnectionError, LLMContextLengthError,
                         LLMError, LLMNotFoundError, LLMRateLimitError, LLMResponseError,
                         LLMTimeoutError)
-from rag.answer.llm import ChatMessage, Completion, GenerationSettings, as_messages
+from rag.answer.llm import (DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, ChatMessage, Completion, GenerationSettings,
+                            as_messages)
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +184,8 @@ class HttpLLMBackend(ABC):
         base_url: str | None = None,
         *,
         api_key_env: str | None | _Default = DEFAULT,
-        timeout: float = 120.0,
-        max_retries: int = 3,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         max_retry_after: float = 30.0,

@@ -18,6 +18,10 @@ from pydantic import BaseModel, Field
 
 Role = Literal["system", "user", "assistant"]
 
+# Network backends: seconds per request, and retries on 429 / 5xx / timeouts.
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 3
+
 
 class ChatMessage(BaseModel):
     role: Role

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from rag.errors import ConfigError
-from rag.answer.llm import ChatMessage
+from rag.answer.llm import ChatMessage, GenerationSettings
 from rag.models import Answer, Passage, page_label
 from rag.text.sentences import sentence_spans
 from rag.text.tokens import tiktoken_encoding
@@ -46,6 +46,10 @@ DEFAULT_USER = (
 # other chat templates are close to it, and the safety margin covers the rest).
 TOKENS_PER_MESSAGE = 4
 TOKENS_REPLY_PRIMING = 3
+
+DEFAULT_CONTEXT_WINDOW = 8192  # when the backend does not say (no LLM: extracts)
+DEFAULT_MAX_PASSAGES = 8
+DEFAULT_MARGIN = 0.05  # of the window, kept free: the model's tokenizer may count differently
 
 _CITATION = re.compile(r"\[(\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*)\]")
 
@@ -115,8 +119,9 @@ class PromptAssembler:
     first). count_tokens: a counter for the target model (default: tiktoken cl100k_base).
     """
 
-    def __init__(self, template: PromptTemplate | None = None, context_window: int = 8192,
-                 max_answer_tokens: int = 512, max_passages: int = 8, margin: float = 0.05,
+    def __init__(self, template: PromptTemplate | None = None, context_window: int = DEFAULT_CONTEXT_WINDOW,
+                 max_answer_tokens: int = GenerationSettings().max_tokens, max_passages: int = DEFAULT_MAX_PASSAGES,
+                 margin: float = DEFAULT_MARGIN,
                  history_share: float = 0.25, encoding: str = "cl100k_base",
                  count_tokens: Callable[[str], int] | None = None):
         if max_answer_tokens >= context_window:
@@ -128,7 +133,8 @@ class PromptAssembler:
         self.context_window, self.max_answer_tokens = context_window, max_answer_tokens
         self.max_passages, self.margin, self.history_share = max_passages, margin, history_share
         self.encoding = encoding
-        self._count = count_tokens
+        # The target model's own counter (a local model); None counts with tiktoken `encoding`.
+        self.token_counter = count_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "PromptAssembler", "init_parameters": {
@@ -144,8 +150,8 @@ class PromptAssembler:
         return cls(**params)
 
     def count(self, text: str) -> int:
-        if self._count is not None:
-            return self._count(text)
+        if self.token_counter is not None:
+            return self.token_counter(text)
         return len(tiktoken_encoding(self.encoding).encode_ordinary(text))
 
     @property

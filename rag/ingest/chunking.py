@@ -22,6 +22,8 @@ from rag.text.tokens import count_tiktoken
 
 CHUNK_NAMESPACE = uuid.UUID("6f1c2a4e-8d5b-4c1e-9a57-3b0e2f7d9c11")
 PAGE_SEPARATOR = "\n\n"
+DEFAULT_CHUNK_SIZE = 256  # encoder tokens, special tokens included
+DEFAULT_CHUNK_OVERLAP = 32
 
 
 class Tokenizes(Protocol):
@@ -69,7 +71,7 @@ class Chunker:
     chunk_overlap: tokens of trailing sentences repeated at the start of the next chunk.
     """
 
-    def __init__(self, chunk_size: int | None = 256, chunk_overlap: int = 32):
+    def __init__(self, chunk_size: int | None = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP):
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
 

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 Ranked = Sequence[tuple[str, float]]
 
+DEFAULT_RRF_K = 60  # Cormack, Clarke & Buettcher 2009
+
 
 def _weights(lists: Sequence[Ranked], weights: Sequence[float] | None) -> list[float]:
     if weights is None:
@@ -34,7 +36,7 @@ def _sorted(scores: dict[str, float]) -> list[tuple[str, float]]:
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def rrf(lists: Sequence[Ranked], k: float = 60.0, weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
+def rrf(lists: Sequence[Ranked], k: float = DEFAULT_RRF_K, weights: Sequence[float] | None = None) -> list[tuple[str, float]]:
     ws = _weights(lists, weights)
     out: dict[str, float] = {}
     for w, ranked in zip(ws, lists):
@@ -89,7 +91,7 @@ METHODS = {"rrf": rrf, "wsf": wsf, "dbsf": dbsf}
 
 
 def fuse(method: str, lists: Sequence[Ranked], weights: Sequence[float] | None = None,
-         rrf_k: float = 60.0) -> list[tuple[str, float]]:
+         rrf_k: float = DEFAULT_RRF_K) -> list[tuple[str, float]]:
     """Fuse with the named method (`rrf_k` applies to rrf only)."""
     if method == "rrf":
         return rrf(lists, k=rrf_k, weights=weights)

@@ -36,6 +36,7 @@ FILTER_KEYS = INTEGER_KEYS | STRING_KEYS | {"page"}
 DEFAULT_FUSION: Fusion = "dbsf"
 DEFAULT_WEIGHTS = (1.0, 1.0)
 DEFAULT_CANDIDATES = 100
+DEFAULT_TOP_K = 10
 
 
 class LegResult(BaseModel):
@@ -163,8 +164,8 @@ class Retriever:
     """
 
     def __init__(self, store: VectorStore, encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
-                 rrf_k: int = 60, weights: tuple[float, float] = DEFAULT_WEIGHTS,
-                 candidates: int = DEFAULT_CANDIDATES, top_k: int = 10, mmr_lambda: float | None = None):
+                 rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
+                 candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None):
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"unknown mode '{mode}': use dense, bm25 or hybrid")
         if fusion not in F.METHODS:

@@ -1,0 +1,66 @@
+"""`rag eval retrieval` (BEIR folders) and `rag eval sts` (STS-B files)."""
+
+from __future__ import annotations
+
+from pipelines.cli.options import ENCODER, FUSION, STORE, add_config_option, add_options, config_from_args
+
+
+def register(sub, cfg) -> None:
+    p = sub.add_parser("eval", help="evaluate retrieval on a BEIR-format folder, or similarity on STS")
+    esub = p.add_subparsers(dest="what", required=True)
+
+    e = esub.add_parser("retrieval", help="nDCG@10, recall@10/100, MRR@10 for dense, bm25 and hybrid")
+    e.add_argument("folder", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv")
+    e.add_argument("--split", default="test", help="qrels split (default: %(default)s)")
+    # The collection defaults to one per data set and model (see default_collection), unless the
+    # config file names one.
+    add_options(e, "store", STORE, cfg,
+                collection=cfg.store.collection if cfg.is_set("store.collection") else None)
+    add_options(e, "hybrid fusion (defaults chosen on SciFact train queries)", FUSION, cfg)
+    add_options(e, "encoder (the default collection is beir-FOLDER, or beir-FOLDER-MODELNAME for "
+                   "another model)", ENCODER, cfg)
+    e.add_argument("--modes", default="dense,bm25,hybrid", help="comma-separated (default: %(default)s)")
+    e.add_argument("--out", metavar="JSON", help="write the report as JSON here")
+    e.add_argument("--no-progress", action="store_true")
+    add_config_option(e, cfg)
+    e.set_defaults(func=cmd_eval_retrieval)
+
+    e = esub.add_parser("sts", help="Spearman and Pearson of cosine similarity against STS gold scores")
+    e.add_argument("file", help="STS-B format file (tab-separated: ..., score, sentence 1, sentence 2)")
+    add_options(e, "encoder", ENCODER, cfg)
+    e.add_argument("--json", action="store_true")
+    add_config_option(e, cfg)
+    e.set_defaults(func=cmd_eval_sts)
+
+
+def cmd_eval_retrieval(args) -> int:
+    from pathlib import Path
+
+    from pipelines import render
+    from pipelines.evaluate import default_collection, eval_retrieval
+
+    cfg = config_from_args(args)
+    store = cfg.store.settings().model_copy(
+        update={"collection": args.collection or default_collection(args.folder, cfg.encoder.model)})
+    report = eval_retrieval(args.folder, split=args.split, store=store, encoder=cfg.encoder.build(),
+                            modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+                            retriever_settings={k: v for k, v in cfg.retrieval.settings().items() if k != "mode"},
+                            progress=not args.no_progress)
+    render.print_eval_report(report)
+    if args.out:
+        Path(args.out).write_text(report.model_dump_json(indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_eval_sts(args) -> int:
+    from pipelines import render
+    from rag.evaluation.sts import evaluate_sts
+
+    cfg = config_from_args(args)
+    result = evaluate_sts(cfg.encoder.build(), args.file)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        render.print_sts_result(result, cfg.encoder.model)
+    return 0
