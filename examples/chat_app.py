@@ -15,11 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipelines.answer import RagPipeline
+from pipelines import RagPipeline, StoreSettings
 from pipelines.config import LLMConfig, make_backend
-from pipelines.stores import StoreSettings
-from rag.errors import RagError
-from rag.models import Answer
+from rag import Answer, RagError
 
 DEMO = {
     "espresso.md": "# Espresso\n\nAn espresso is brewed by forcing hot water through finely ground coffee "

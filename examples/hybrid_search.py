@@ -13,11 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.ingest import ingest  # noqa: E402
+from pipelines import StoreSettings, ingest, open_store  # noqa: E402
 from pipelines.render import print_search_response  # noqa: E402
-from pipelines.stores import StoreSettings, open_store  # noqa: E402
-from rag.embed.encoder import SentenceEncoder  # noqa: E402
-from rag.search.retrieval import Retriever  # noqa: E402
+from rag import Retriever, SentenceEncoder  # noqa: E402
 
 DEMO = {
     "espresso.md": "# Espresso\n\nAn espresso is brewed by forcing hot water through finely ground coffee "

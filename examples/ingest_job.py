@@ -14,12 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipelines.ingest import ingest
+from pipelines import StoreSettings, ingest
 from pipelines.render import print_ingest_report
-from pipelines.stores import StoreSettings
-from rag.ingest.chunking import Chunker
-from rag.embed.encoder import SentenceEncoder
-from rag.errors import RagError
+from rag import Chunker, RagError, SentenceEncoder
 
 DEMO_FILES = {
     "qdrant.txt": "Qdrant is a vector database. It stores dense vectors with a payload and "
