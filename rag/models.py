@@ -70,6 +70,23 @@ class Passage(BaseModel):
         return page_label(self.page_start, self.page_end)
 
 
+class SentenceSupport(BaseModel):
+    """How one answer sentence fares. `index` is 1-based (as notes show it); `cited` its valid
+    citations; `terms` what was checked (as written), [] when nothing was; `missing` the terms no
+    checked passage holds; `checked_against` the passages looked in (the cited ones, or all when it
+    cites none; [] when there was nothing to check); `found_in` the passages, cited or not, that
+    hold every term (for an uncited sentence: what it could have cited)."""
+
+    index: int = Field(ge=1)
+    text: str
+    cited: list[int] = Field(default_factory=list)
+    terms: list[str] = Field(default_factory=list)
+    supported: bool
+    missing: list[str] = Field(default_factory=list)
+    checked_against: list[int] = Field(default_factory=list)
+    found_in: list[int] = Field(default_factory=list)
+
+
 class Answer(BaseModel):
     """An answer and what it rests on. `passages` are those that were in the prompt; the answer's
     [k] citations are checked against them after generation."""
@@ -79,6 +96,7 @@ class Answer(BaseModel):
     text: str
     kind: str = Field(description="'generated' by an LLM, or 'extractive' (sentences quoted, no LLM)")
     backend: str
+    backend_origin: str | None = Field(None, description="how the backend was chosen (e.g. by llm = 'auto')")
     passages: list[Passage] = Field(default_factory=list)
     cited: list[int] = Field(default_factory=list, description="valid citation numbers, in order of first use")
     invalid_citations: list[int] = Field(default_factory=list, description="[k] that name no passage in the prompt")
@@ -86,6 +104,12 @@ class Answer(BaseModel):
     finish_reason: str | None = None
     seconds: float = 0.0
     notes: list[str] = Field(default_factory=list)
+    support: list[SentenceSupport] = Field(default_factory=list, description="per sentence: are the figures, "
+                                           "dates and names it states in a passage it cites (grounding check)")
+
+    @property
+    def unsupported(self) -> list[SentenceSupport]:
+        return [s for s in self.support if not s.supported]
 
     @property
     def cited_passages(self) -> list[Passage]:
