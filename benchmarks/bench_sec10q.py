@@ -8,6 +8,12 @@ answers written by others).
 2. With an LLM backend (default: the local SmolLM2-135M-Instruct): answer latency and the
    citation-validity rate (the answer cites at least one passage and every [k] is one given),
    against the extractive fallback on the same prompts.
+3. The grounding check on those answers: the share of answer sentences it marks unsupported (a
+   figure, date or name no cited passage holds), per backend; `--sample N --sample-out FILE`
+   writes N sentences drawn at random (seeded) with the check's verdict, to be judged by hand.
+
+Questions: `--questions multi` (default) is qna_multi.csv, 116 questions on all three companies
+(the 39 Apple ones included); `--questions aapl` is qna_aapl.csv alone.
 
     .venv/bin/python benchmarks/bench_sec10q.py                  # retrieval + local SmolLM2
     .venv/bin/python benchmarks/bench_sec10q.py --llm none       # retrieval + extracts only
@@ -66,8 +72,9 @@ def context_numbers(text: str) -> set[str]:
     return out
 
 
-def load_questions(limit: int | None) -> list[dict]:
-    with open(DATA / "qna_aapl.csv", newline="", encoding="utf-8") as f:
+def load_questions(which: str, limit: int | None) -> list[dict]:
+    name = {"aapl": "qna_aapl.csv", "multi": "qna_multi.csv"}[which]
+    with open(DATA / name, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return rows[:limit] if limit else rows
 
@@ -82,7 +89,10 @@ def main() -> int:
                     help="prompt budget window in tokens (default: %(default)s)")
     ap.add_argument("--max-tokens", type=int, default=256, help="answer tokens (default: %(default)s)")
     ap.add_argument("--llm", choices=("local", "none"), default="local")
+    ap.add_argument("--questions", choices=("aapl", "multi"), default="multi")
     ap.add_argument("--limit", type=int, help="first N questions only")
+    ap.add_argument("--sample", type=int, default=20, help="answer sentences to sample for hand-checking")
+    ap.add_argument("--sample-out", help="write the sample (JSON lines) here")
     ap.add_argument("--threads", type=int, help="torch threads for the LLM (default: all cores)")
     ap.add_argument("--out", help="write all per-question results as JSON")
     args = ap.parse_args()
@@ -99,7 +109,9 @@ def main() -> int:
     from pipelines.ingest import ingest
     from pipelines.stores import StoreSettings
     from rag.embed.encoder import SentenceEncoder
+    from rag.answer.cleanup import clean_answer
     from rag.answer.extractive import extract
+    from rag.answer.grounding import check_grounding
     from rag.answer.llm import GenerationSettings
     from rag.answer.prompt import PromptAssembler, check_citations
     from rag.models import Answer
@@ -112,7 +124,7 @@ def main() -> int:
     rep = ingest([str(DATA / "docs")], encoder=encoder, store=store, progress=True)
     con.print(f"ingest: {rep.counts()} in {time.perf_counter() - t0:.1f} s")
 
-    rows = load_questions(args.limit)
+    rows = load_questions(args.questions, args.limit)
     for r in rows:
         r["figures"] = sorted(figures(r["Answer"]))
     with_figures = [r for r in rows if r["figures"]]
@@ -175,10 +187,11 @@ def main() -> int:
     settings = GenerationSettings(max_tokens=args.max_tokens, temperature=0.0)
     summary = Table(title=f"sec10q answers on the hybrid top-{top_ks[-1]} prompts", title_justify="left")
     for col in ("backend", "answers", "citations valid", "cites out of range", "no citation",
-                "all figures quoted", "figures quoted", "p50 s", "mean s", "max s"):
+                "all figures quoted", "figures quoted", "sentences", "unsupported", "p50 s", "mean s", "max s"):
         summary.add_column(col, justify="right")
     for name, llm in backends:
         latencies, valid, invalid, uncited, fig_hits, fig_quoted = [], 0, 0, 0, 0, 0
+        n_sentences = n_unsupported = 0
         answers = []
         with Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=Console(stderr=True)) as bar:
@@ -191,7 +204,7 @@ def main() -> int:
                     kind, finish = "extractive", None
                 else:
                     c = llm.generate(prompt.messages, settings)
-                    text, kind, finish = c.text, "generated", c.finish_reason
+                    text, kind, finish = clean_answer(c.text)[0], "generated", c.finish_reason
                 seconds = time.perf_counter() - t0
                 a = check_citations(Answer(question=r["Question"], text=text, kind=kind, backend=name,
                                            passages=prompt.passages, finish_reason=finish, seconds=seconds))
@@ -200,22 +213,46 @@ def main() -> int:
                 invalid += bool(a.invalid_citations)
                 uncited += not a.cited
                 quoted = [f for f in r["figures"] if f in context_numbers(text)]
+                support = check_grounding(text, prompt.passages)
+                n_sentences += len(support)
+                n_unsupported += sum(not x.supported for x in support)
                 fig_hits += bool(r["figures"]) and len(quoted) == len(r["figures"])
                 fig_quoted += len(quoted)
                 answers.append({"question": r["Question"], "answer": text, "cited": a.cited,
                                 "invalid": a.invalid_citations, "seconds": seconds, "finish": finish,
-                                "figures_quoted": quoted})
+                                "figures_quoted": quoted,
+                                "support": [x.model_dump() for x in support]})
                 bar.advance(task)
         n = len(rows)
         summary.add_row(name, str(n), f"{valid / n:.3f}", f"{invalid / n:.3f}", f"{uncited / n:.3f}",
                         f"{fig_hits / max(1, len(with_figures)):.3f}",
                         f"{fig_quoted / max(1, sum(len(r['figures']) for r in rows)):.3f}",
+                        str(n_sentences), f"{n_unsupported / max(1, n_sentences):.3f}",
                         f"{statistics.median(latencies):.2f}",
                         f"{statistics.mean(latencies):.2f}", f"{max(latencies):.2f}")
         results[f"answers_{name}"] = {"citation_valid_rate": valid / n, "invalid_rate": invalid / n,
                                       "uncited_rate": uncited / n, "latency_p50": statistics.median(latencies),
-                                      "latency_mean": statistics.mean(latencies), "answers": answers}
+                                      "latency_mean": statistics.mean(latencies), "sentences": n_sentences,
+                                      "unsupported_rate": n_unsupported / max(1, n_sentences), "answers": answers}
     con.print(summary)
+    if args.sample_out:
+        import random
+
+        pool = [{"backend": name, "question": a["question"], "passages": {p.number: p.text for p in
+                 prompts[a["question"]].passages}, **x}
+                for name, _ in backends for a in results[f"answers_{name}"]["answers"] for x in a["support"]]
+        # Half flagged, half checked and passed (sentences with nothing to check say nothing
+        # about the check): precision needs flagged ones, recall needs passed ones.
+        rng = random.Random(7)
+        flagged = [x for x in pool if not x["supported"]]
+        passed = [x for x in pool if x["supported"] and x["terms"]]
+        half = args.sample // 2
+        sample = rng.sample(flagged, min(half, len(flagged)))
+        sample += rng.sample(passed, min(args.sample - len(sample), len(passed)))
+        with open(args.sample_out, "w", encoding="utf-8") as fh:
+            for row in sample:
+                fh.write(json.dumps(row) + "\n")
+        con.print(f"wrote {len(sample)} sampled sentences to {args.sample_out}")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
         con.print(f"wrote {args.out}")

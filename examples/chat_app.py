@@ -1,6 +1,6 @@
 """Chat over your documents: ingest a folder, then answer questions with numbered citations.
 
-    python examples/chat_app.py                                   # demo notes, local SmolLM2 (offline)
+    python examples/chat_app.py                                   # demo notes, auto: your LLM, else extracts
     python examples/chat_app.py DOCS --llm none                   # your folder, quoted extracts only
     python examples/chat_app.py DOCS --llm openai --base-url http://127.0.0.1:8080/v1 --model smollm2
 
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pipelines import RagPipeline, StoreSettings
-from pipelines.config import LLMConfig, make_backend
+from pipelines.config import LLMConfig, make_backend, resolve_backend
 from rag import Answer, RagError
 
 DEMO = {
@@ -33,7 +33,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", help="documents to chat about (default: two demo notes)")
     ap.add_argument("--store", help="store folder (default: a temporary one)")
-    ap.add_argument("--llm", choices=("local", "openai", "ollama", "none"), default="local")
+    ap.add_argument("--llm", choices=("auto", "openai", "ollama", "local", "none"), default="auto")
     ap.add_argument("--model", help="LLM model name on the server (openai, ollama)")
     ap.add_argument("--base-url", help="LLM server URL")
     ap.add_argument("--question", action="append", help="ask this (repeatable); default: read stdin")
@@ -55,9 +55,10 @@ def run(args, work: Path) -> int:
             (folder / name).write_text(text)
         questions = questions or DEMO_QUESTIONS
 
-    llm = make_backend(LLMConfig(backend=args.llm, model=args.model, base_url=args.base_url))
+    llm_cfg, origin = resolve_backend(LLMConfig(backend=args.llm, model=args.model, base_url=args.base_url))
+    llm = make_backend(llm_cfg)
     store = StoreSettings(store_dir=args.store or str(work / "store"), collection="chat")
-    with RagPipeline(store=store, llm=llm, retriever={"top_k": 4}) as rag:
+    with RagPipeline(store=store, llm=llm, retriever={"top_k": 4}, llm_origin=origin) as rag:
         report = rag.ingest([str(folder)], progress=False)
         print(f"ingested {report.counts()['ingested']} files ({report.total_points} chunks); "
               f"answering with {llm.name if llm else 'extracts (no LLM)'}")

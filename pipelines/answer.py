@@ -31,6 +31,8 @@ from rag.errors import ConfigError, LLMError, ModelMismatchError
 from rag.answer.extractive import extract
 from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
 from rag.models import Answer
+from rag.answer.cleanup import StreamCleaner, clean_answer
+from rag.answer.grounding import check_answer_grounding
 from rag.answer.prompt import (DEFAULT_CONTEXT_WINDOW, Prompt, PromptAssembler, PromptTemplate, check_citations,
                                strip_citations)
 from rag.search.retrieval import Retriever, SearchResponse
@@ -48,7 +50,7 @@ class RagPipeline:
     def __init__(self, encoder=None, store: StoreSettings | None = None, chunker: Chunker | None = None,
                  retriever: dict[str, Any] | None = None, prompt: PromptAssembler | None = None,
                  llm: LLMBackend | None = None, generation: GenerationSettings | None = None,
-                 fallback_to_extracts: bool = True):
+                 fallback_to_extracts: bool = True, llm_origin: str | None = None):
         self.encoder = encoder
         self.store = store or StoreSettings()
         self.chunker = chunker or Chunker()
@@ -63,6 +65,8 @@ class RagPipeline:
             prompt.token_counter = model_token_counter(llm)  # the budget in the model's own tokens
         self.prompt = prompt
         self.fallback_to_extracts = fallback_to_extracts
+        # How the backend was chosen (e.g. by `llm = "auto"`), said with every answer.
+        self.llm_origin = llm_origin or (f"backend {llm.name}" if llm is not None else "no LLM: extracts")
         self._vs = None
         self._retriever: Retriever | None = None
 
@@ -70,11 +74,12 @@ class RagPipeline:
     @classmethod
     def from_config(cls, config) -> RagPipeline:
         """From a RagConfig or the path of a TOML config file."""
-        from pipelines.config import RagConfig, load_config, make_backend
+        from pipelines.config import RagConfig, load_config, make_backend, resolve_backend
         from rag.embed.encoder import DEFAULT_MODEL
 
         cfg: RagConfig = config if isinstance(config, RagConfig) else load_config(config)
-        llm = make_backend(cfg.llm)
+        llm_cfg, origin = resolve_backend(cfg.llm)
+        llm = make_backend(llm_cfg)
         generation = GenerationSettings(max_tokens=cfg.prompt.max_answer_tokens, temperature=cfg.llm.temperature)
         window = cfg.prompt.context_window or (llm.context_window if llm is not None else DEFAULT_CONTEXT_WINDOW)
         template = PromptTemplate.from_file(cfg.prompt.template) if cfg.prompt.template else None
@@ -86,7 +91,7 @@ class RagPipeline:
         encoder = cfg.encoder.build() if cfg.encoder.model != DEFAULT_MODEL or cfg.encoder.device else None
         retriever = {**cfg.retrieval.settings(), "top_k": cfg.retrieval.top_k or cfg.prompt.max_passages}
         return cls(encoder=encoder, store=cfg.store.settings(), chunker=cfg.chunking.build(), retriever=retriever,
-                   prompt=prompt, llm=llm, generation=generation)
+                   prompt=prompt, llm=llm, generation=generation, llm_origin=origin)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "RagPipeline", "init_parameters": {
@@ -183,14 +188,21 @@ class RagPipeline:
             pieces: list[str] = []
             try:
                 if _stream:
+                    cleaner, shown = StreamCleaner(), []
                     for piece in self.llm.stream(prompt.messages, self.generation):
                         pieces.append(piece)
-                        yield piece
-                    answer.text = "".join(pieces)
-                    answer.finish_reason = self._streamed_finish(answer.text)
+                        if text := cleaner.feed(piece):
+                            shown.append(text)
+                            yield text
+                    if text := cleaner.finish():
+                        shown.append(text)
+                        yield text
+                    answer.finish_reason = self._streamed_finish("".join(pieces))
+                    self._set_generated(answer, "".join(shown).strip(), cleaner.changed)
                 else:
                     completion = self.llm.generate(prompt.messages, self.generation)
-                    answer.text, answer.finish_reason = completion.text, completion.finish_reason
+                    self._set_generated(answer, *clean_answer(completion.text))
+                    answer.finish_reason = completion.finish_reason
                     yield answer.text
             except LLMError as e:
                 if not self.fallback_to_extracts:
@@ -199,8 +211,7 @@ class RagPipeline:
                 answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
                 yield "\n\n" + answer.text if pieces else answer.text
             self._note_length(answer)
-        answer.seconds = time.perf_counter() - started
-        yield check_citations(answer)
+        yield self._finish(answer, prompt, started)
 
     async def aask(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
                    retrieval_query: str | None = None) -> Answer:
@@ -221,17 +232,22 @@ class RagPipeline:
         answer = self._answer_shell(question, prompt, response, retrieval_query)
         if not prompt.passages or self.llm is None:
             yield await asyncio.to_thread(self._without_llm, answer, question, retrieval_query, prompt)
-            answer.seconds = time.perf_counter() - started
-            yield check_citations(answer)
+            yield self._finish(answer, prompt, started)
             return
         answer.kind, answer.backend = "generated", self.llm.name
         pieces: list[str] = []
         try:
+            cleaner, shown = StreamCleaner(), []
             async for piece in self.llm.astream(prompt.messages, self.generation):
                 pieces.append(piece)
-                yield piece
-            answer.text = "".join(pieces)
-            answer.finish_reason = self._streamed_finish(answer.text)
+                if text := cleaner.feed(piece):
+                    shown.append(text)
+                    yield text
+            if text := cleaner.finish():
+                shown.append(text)
+                yield text
+            answer.finish_reason = self._streamed_finish("".join(pieces))
+            self._set_generated(answer, "".join(shown).strip(), cleaner.changed)
         except LLMError as e:
             if not self.fallback_to_extracts:
                 raise
@@ -240,8 +256,23 @@ class RagPipeline:
                                                       prompt.passages, self.encoder)
             yield "\n\n" + answer.text if pieces else answer.text
         self._note_length(answer)
+        yield self._finish(answer, prompt, started)
+
+    @staticmethod
+    def _set_generated(answer: Answer, text: str, cleaned: bool) -> None:
+        answer.text = text
+        if cleaned:
+            answer.notes.append("prompt scaffolding the model echoed (a bare [n] line, 'Question:', "
+                                "'Answer:') was removed from its output")
+
+    @staticmethod
+    def _finish(answer: Answer, prompt: Prompt, started: float) -> Answer:
+        """The checks every answer gets, whatever produced it: citations name passages of the
+        prompt, and the figures and names each sentence states are in a passage it cites."""
         answer.seconds = time.perf_counter() - started
-        yield check_citations(answer)
+        check_citations(answer)
+        check_answer_grounding(answer)
+        return answer
 
     def _streamed_finish(self, text: str) -> str | None:
         """Streams carry text only: an answer whose length (in the prompt budget's tokens, the
@@ -274,8 +305,8 @@ class RagPipeline:
     def _answer_shell(self, question: str, prompt: Prompt, response: SearchResponse,
                       retrieval_query: str | None) -> Answer:
         return Answer(question=question, standalone_question=retrieval_query, text="", kind="extractive",
-                      backend="extractive", passages=prompt.passages, prompt_tokens=prompt.prompt_tokens,
-                      notes=[*response.notes, *prompt.notes])
+                      backend="extractive", backend_origin=self.llm_origin, passages=prompt.passages,
+                      prompt_tokens=prompt.prompt_tokens, notes=[*response.notes, *prompt.notes])
 
     def chat(self) -> ChatSession:
         return ChatSession(self)

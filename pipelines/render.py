@@ -337,5 +337,19 @@ def print_answer_sources(answer, out: Console | None = None) -> None:
             t.add_row(f"[{p.number}]", "yes" if p.number in cited else "", escape(short_source(p.source)),
                       p.pages, f"{p.score:.3f}")
         out.print(t)
+    unsupported = [x for x in answer.support if not x.supported]
+    if unsupported:
+        console.print(f"[red]unsupported:[/red] {len(unsupported)} of {len(answer.support)} sentence(s) state "
+                      "figures or names that no cited passage holds:")
+        for x in unsupported:
+            console.print(f"  [red]✗[/red] {escape(_clip(x.text, 160))}  [dim]missing: "
+                          f"{escape(', '.join(x.missing))}[/dim]")
     for n in answer.notes:
         console.print(f"[yellow]note:[/yellow] {escape(n)}")
+    console.print(f"[dim]answered by: {escape(answer.backend)}"
+                  + (f" — {escape(answer.backend_origin)}" if answer.backend_origin else "") + "[/dim]")
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"

@@ -187,6 +187,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # keep the test output clean
         pass
 
+    def do_GET(self) -> None:
+        """The model listings clients use to discover a server: OpenAI's /v1/models and
+        Ollama's /api/tags."""
+        self.fake.record(RecordedRequest("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None))
+        if self.path == "/v1/models":
+            return self._json(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in self.fake.models]})
+        if self.path == "/api/tags":
+            return self._json(200, {"models": [{"name": m, "model": m} for m in self.fake.models]})
+        return self._json(404, {"error": f"no route {self.path}"})
+
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         try:

@@ -372,3 +372,103 @@ def test_rag_chat_reads_questions_from_stdin(collection, capsys, monkeypatch):
 def test_rag_ask_on_a_missing_collection_is_one_clear_line(tmp_path, capsys):
     code, out, err = _cli(["ask", "x", "--store", str(tmp_path / "nothing"), "--llm", "none"], capsys)
     assert code == 2 and err.startswith("rag: error:") and "does not exist" in err
+
+
+# ---------------------------------------------------------------- the honest default (llm = "auto")
+
+
+@pytest.fixture
+def no_llm_env(monkeypatch):
+    """An environment that configures no LLM: no OpenAI variables, and OLLAMA_HOST at a loopback
+    port nothing listens on (so an Ollama on this machine is not found either)."""
+    from llm_fake_server import free_port
+
+    for var in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", f"127.0.0.1:{free_port()}")
+
+
+def test_rag_ask_with_no_llm_configured_answers_with_cited_extracts_and_says_so(collection, capsys, no_llm_env):
+    code, out, err = _cli(["ask", "Which pooling strategy does SBERT use?", "--store", collection.store_dir,
+                           "--collection", "docs"], capsys)
+    assert code == 0, err
+    assert HEADER in out and "Mean pooling" in out
+    quoted = next(line for line in out.splitlines() if "Mean pooling" in line)
+    number = int(quoted.rsplit("[", 1)[1].rstrip("]"))
+    assert any(line.startswith(f"│ [{number}]") and "yes" in line and "sbert.txt" in line
+               for line in out.splitlines()), out  # the cited passage is the SBERT one
+    assert "answered by: extractive" in err and "no LLM configured" in err, err
+
+
+def test_auto_uses_the_server_in_openai_base_url_and_its_listed_model(collection, monkeypatch, no_llm_env):
+    from llm_fake_server import FakeLLMServer
+
+    from pipelines.config import RagConfig
+
+    with FakeLLMServer(answer="Mean pooling works best [1].", models=("served-model",)) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.openai_url)
+        cfg = RagConfig(store={"dir": collection.store_dir, "collection": "docs"})
+        with RagPipeline.from_config(cfg) as rag:
+            answer = rag.ask("How does SBERT pool?")
+        posted = [r for r in server.requests if r.method == "POST"][-1]
+    assert answer.kind == "generated" and answer.backend == "openai-compatible"
+    assert "$OPENAI_BASE_URL" in answer.backend_origin and "served-model" in answer.backend_origin
+    assert posted.body["model"] == "served-model"
+
+
+def test_auto_finds_an_ollama_and_never_picks_the_local_demo_model(monkeypatch, no_llm_env):
+    from llm_fake_server import FakeLLMServer
+
+    from pipelines.config import LLMConfig, resolve_backend
+
+    with FakeLLMServer(models=("llama3.2:1b", "qwen2.5")) as server:
+        url = server.url
+        monkeypatch.setenv("OLLAMA_HOST", url)
+        cfg, origin = resolve_backend(LLMConfig())
+        assert resolve_backend(LLMConfig(model="qwen2.5"))[0].model == "qwen2.5"  # a pulled model asked for
+    assert (cfg.backend, cfg.model, cfg.base_url) == ("ollama", "llama3.2:1b", url)
+    assert origin.startswith("Ollama at")
+    cfg, origin = resolve_backend(LLMConfig())  # the server is gone: extracts, never the local model
+    assert cfg.backend == "none" and "no LLM configured" in origin
+    cfg, origin = resolve_backend(LLMConfig(), env={"OPENAI_API_KEY": "sk-x"})
+    assert (cfg.backend, cfg.base_url, cfg.model) == ("openai", "https://api.openai.com/v1", "gpt-4o-mini")
+    assert "sk-x" not in origin
+    assert resolve_backend(LLMConfig(backend="local"))[0].backend == "local"
+
+
+def test_echoed_prompt_scaffolding_is_removed_from_streamed_and_whole_answers(collection):
+    # What SmolLM2-135M printed for "Which pooling strategy does SBERT use by default?"
+    echoed = ("[1]\n\nQuestion: How does SBERT pool?\nAnswer: Mean pooling of the token embeddings works best [1].\n"
+              "Question: And what else?\nAnswer: nothing")
+    for streaming in (True, False):
+        with RagPipeline(store=collection, llm=Scripted([echoed])) as rag:
+            if streaming:
+                items = list(rag.stream("How does SBERT pool?"))
+                answer, shown = items[-1], "".join(items[:-1])
+            else:
+                answer = rag.ask("How does SBERT pool?")
+                shown = answer.text
+        assert answer.text == "Mean pooling of the token embeddings works best [1].", (streaming, answer.text)
+        assert shown.strip() == answer.text
+        assert any("scaffolding" in n for n in answer.notes)
+
+
+def test_every_answer_is_grounding_checked_extracts_pass_and_a_wrong_figure_is_flagged(collection, capsys):
+    with RagPipeline(store=collection, llm=None) as rag:
+        extracts = rag.ask("What were iPhone net sales in the third quarter?")
+    assert extracts.kind == "extractive" and extracts.support and extracts.unsupported == []
+    assert any("$39.7 billion" in s.terms for s in extracts.support)  # a figure was checked, and held
+    reply = "iPhone net sales were $45.1 billion [{n}]. Services revenue reached $21.2 billion [{n}]."
+    with RagPipeline(store=collection, llm=Scripted(["x"])) as rag:
+        prompt, _ = rag.prepare("What were iPhone net sales?")
+        n = next(p.number for p in prompt.passages if "$39.7 billion" in p.text)
+        rag.llm = Scripted([reply.format(n=n)])
+        answer = rag.ask("What were iPhone net sales?")
+    assert [s.supported for s in answer.support] == [False, True]
+    assert answer.unsupported[0].missing == ["$45.1 billion"]
+    assert any("no cited passage holds" in note for note in answer.notes)
+    from pipelines import render
+
+    render.print_answer_sources(answer)
+    err = capsys.readouterr().err
+    assert "unsupported: 1 of 2 sentence(s)" in err and "missing: $45.1 billion" in err

@@ -235,3 +235,35 @@ def test_stop_cutter_holds_back_a_split_stop_string():
     assert c.flush() == ""
     c = StopCutter([])
     assert c.feed("anything") == ("anything", False)
+
+
+@pytest.mark.slow
+def test_real_output_is_cleaned_of_echoed_scaffolding_streamed_and_whole(backend):
+    """SmolLM2 on the pipeline's own prompt echoes its scaffolding ('[1]', 'Question:',
+    'Answer:'); what reaches the user has none of it, and the streamed text equals the whole."""
+    from types import SimpleNamespace
+
+    from rag.answer.cleanup import StreamCleaner, clean_answer
+    from rag.answer.prompt import PromptAssembler
+
+    texts = ["SBERT adds a pooling operation to the output of BERT to derive a fixed sized sentence "
+             "embedding. We experiment with three pooling strategies: Using the output of the CLS-token, "
+             "computing the mean of all output vectors (MEAN-strategy), and computing a max-over-time of "
+             "the output vectors (MAX-strategy). The default configuration is MEAN.",
+             "Classification objective function. We concatenate the sentence embeddings u and v with the "
+             "element-wise difference |u-v| and multiply it with the trainable weight."]
+    results = [SimpleNamespace(id=str(i), text=t, source=f"/docs/sbert{i}.pdf", page_start=3, page_end=3,
+                               score=1.0 - i / 10, rank=i + 1) for i, t in enumerate(texts)]
+    prompt = PromptAssembler(context_window=2048, max_answer_tokens=96, count_tokens=backend.count_tokens) \
+        .assemble("Which pooling strategy does SBERT use by default?", results)
+    settings = GenerationSettings(max_tokens=96, temperature=0)
+    raw = backend.generate(prompt.messages, settings).text
+    whole, changed = clean_answer(raw)
+    cleaner = StreamCleaner()
+    streamed = "".join(cleaner.feed(p) for p in backend.stream(prompt.messages, settings)) + cleaner.finish()
+    assert streamed.strip() == whole
+    lines = [line.strip() for line in whole.splitlines() if line.strip()]
+    assert lines, raw
+    assert not any(line.lower().startswith(("question:", "answer:")) for line in lines), whole
+    assert not lines[0].strip("[]0123456789 ,-") == "", whole  # no bare leading citation line
+    assert changed == (whole != raw.strip())

@@ -506,3 +506,22 @@ class HttpLLMBackend(ABC):
             return self.error(LLMConnectionError, f"the server closed the connection before answering "
                                                   f"({type(exc).__name__}: {exc}){after}")
         return self.error(LLMConnectionError, f"request failed ({type(exc).__name__}: {exc})")
+
+
+def probe_json(url: str, api_key: str | None, timeout: float, read: Any) -> list[str]:
+    """GET a small JSON listing once, no retries (used to discover a server before any answer):
+    `read(data)` picks the names; a server that answers with an error or non-JSON gives [].
+    Raises LLMConnectionError (never naming the key) when nothing answers within `timeout`."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        with httpx.Client(timeout=timeout, verify=ssl_context()) as client:
+            response = client.get(url, headers=headers)
+    except (httpx.TransportError, httpx.InvalidURL) as e:
+        raise LLMConnectionError(f"nothing answered at {url} within {timeout:g} s ({type(e).__name__})") from None
+    if response.status_code != 200:
+        return []
+    try:
+        data = response.json()
+        return read(data) if isinstance(data, dict) else []
+    except (ValueError, TypeError, KeyError):
+        return []

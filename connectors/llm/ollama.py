@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt,
+from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt, probe_json,
                                  mentions_context_length)
 from rag.errors import LLMContextLengthError, LLMResponseError
 from rag.answer.llm import ChatMessage, Completion, GenerationSettings
@@ -97,3 +97,10 @@ class OllamaBackend(HttpLLMBackend):
 
     def decoder(self) -> StreamDecoder:
         return NDJSONChatDecoder()
+
+
+def list_models(base_url: str = DEFAULT_BASE_URL, timeout: float = 0.5) -> list[str]:
+    """The models an Ollama server has pulled (GET /api/tags), e.g. to find one answering at its
+    default address. LLMConnectionError when nothing answers."""
+    return probe_json(f"{base_url.rstrip('/')}/api/tags", None, timeout,
+                      lambda data: [str(m["name"]) for m in data.get("models", []) if isinstance(m, dict) and "name" in m])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt,
+from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt, probe_json,
                                  mentions_context_length)
 from rag.errors import LLMContextLengthError, LLMResponseError
 from rag.answer.llm import ChatMessage, Completion, GenerationSettings
@@ -122,3 +122,10 @@ class OpenAICompatibleBackend(HttpLLMBackend):
 
     def decoder(self) -> StreamDecoder:
         return SSEChatDecoder()
+
+
+def list_models(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> list[str]:
+    """The model ids an OpenAI-compatible server lists at GET {base_url}/models (empty when it
+    lists none or does not implement the route). LLMConnectionError when nothing answers."""
+    return probe_json(f"{base_url.rstrip('/')}/models", api_key, timeout,
+                      lambda data: [str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m])

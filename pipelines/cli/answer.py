@@ -15,7 +15,7 @@ def _answer_args(p, cfg) -> None:
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="payload filter, repeatable: source=PATH, page=3 or 2-5, section=...")
     add_options(p, "prompt", PROMPT, cfg)
-    add_options(p, "LLM (default: the local SmolLM2-135M-Instruct, offline)", LLM, cfg)
+    add_options(p, "LLM (default: auto; every answer says which backend produced it)", LLM, cfg)
     p.add_argument("--no-stream", action="store_true", help="print the answer when it is complete")
     p.add_argument("--json", action="store_true", help="print the answer object as JSON")
     add_config_option(p, cfg)

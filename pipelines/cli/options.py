@@ -113,10 +113,12 @@ PROMPT = [
          "override the model's context window (tokens)", type=int),
 ]
 LLM = [
-    _opt("--llm", "llm.backend", "local: transformers on this machine; openai: any OpenAI-compatible server "
-                                 "(vLLM, llama.cpp, Ollama /v1); ollama: Ollama's native API; none: quoted "
-                                 "extracts, no LLM (default: %(default)s)",
-         choices=("local", "openai", "ollama", "none")),
+    _opt("--llm", "llm.backend", "auto: the server given by --base-url, $OPENAI_BASE_URL or $OPENAI_API_KEY, "
+                                 "or an Ollama at its default address, else quoted extracts; openai: any "
+                                 "OpenAI-compatible server (vLLM, llama.cpp, Ollama /v1); ollama: Ollama's "
+                                 "native API; local: the small SmolLM2-135M offline demo; none: extracts "
+                                 "(default: %(default)s)",
+         choices=("auto", "openai", "ollama", "local", "none")),
     _opt("--llm-model", "llm.model", "model name on the server, or a local folder / .gguf file"),
     _opt("--base-url", "llm.base_url", "server URL, e.g. http://127.0.0.1:8080/v1 (openai) or "
                                        "http://127.0.0.1:11434 (ollama)"),
