@@ -185,20 +185,15 @@ class RagPipeline:
             yield self._without_llm(answer, question, retrieval_query, prompt)
         else:
             answer.kind, answer.backend = "generated", self.llm.name
-            pieces: list[str] = []
+            cleaner = StreamCleaner()  # what the model echoes of the prompt is not shown
             try:
                 if _stream:
-                    cleaner, shown = StreamCleaner(), []
                     for piece in self.llm.stream(prompt.messages, self.generation):
-                        pieces.append(piece)
                         if text := cleaner.feed(piece):
-                            shown.append(text)
                             yield text
                     if text := cleaner.finish():
-                        shown.append(text)
                         yield text
-                    answer.finish_reason = self._streamed_finish("".join(pieces))
-                    self._set_generated(answer, "".join(shown).strip(), cleaner.changed)
+                    self._end_stream(answer, cleaner)
                 else:
                     completion = self.llm.generate(prompt.messages, self.generation)
                     self._set_generated(answer, *clean_answer(completion.text))
@@ -207,9 +202,9 @@ class RagPipeline:
             except LLMError as e:
                 if not self.fallback_to_extracts:
                     raise
-                self._fall_back(answer, e, pieces)
+                self._fall_back(answer, e, cleaner.raw)
                 answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
-                yield "\n\n" + answer.text if pieces else answer.text
+                yield "\n\n" + answer.text if cleaner.shown else answer.text
             self._note_length(answer)
         yield self._finish(answer, prompt, started)
 
@@ -235,28 +230,27 @@ class RagPipeline:
             yield self._finish(answer, prompt, started)
             return
         answer.kind, answer.backend = "generated", self.llm.name
-        pieces: list[str] = []
+        cleaner = StreamCleaner()
         try:
-            cleaner, shown = StreamCleaner(), []
             async for piece in self.llm.astream(prompt.messages, self.generation):
-                pieces.append(piece)
                 if text := cleaner.feed(piece):
-                    shown.append(text)
                     yield text
             if text := cleaner.finish():
-                shown.append(text)
                 yield text
-            answer.finish_reason = self._streamed_finish("".join(pieces))
-            self._set_generated(answer, "".join(shown).strip(), cleaner.changed)
+            self._end_stream(answer, cleaner)
         except LLMError as e:
             if not self.fallback_to_extracts:
                 raise
-            self._fall_back(answer, e, pieces)
+            self._fall_back(answer, e, cleaner.raw)
             answer.text, _ = await asyncio.to_thread(extract, _phrasings(question, retrieval_query),
                                                       prompt.passages, self.encoder)
-            yield "\n\n" + answer.text if pieces else answer.text
+            yield "\n\n" + answer.text if cleaner.shown else answer.text
         self._note_length(answer)
         yield self._finish(answer, prompt, started)
+
+    def _end_stream(self, answer: Answer, cleaner: StreamCleaner) -> None:
+        answer.finish_reason = self._streamed_finish("".join(cleaner.raw))
+        self._set_generated(answer, cleaner.shown.strip(), cleaner.changed)
 
     @staticmethod
     def _set_generated(answer: Answer, text: str, cleaned: bool) -> None:

@@ -49,8 +49,11 @@ class StreamCleaner:
         self._pending_breaks = ""  # line breaks before the next answer text (dropped at the start)
         self._done = False  # an invented next turn began: drop everything from here
         self.changed = False
+        self.raw: list[str] = []  # every piece fed, as the model gave it
+        self.shown = ""  # everything returned so far: the answer the user saw
 
     def feed(self, piece: str) -> str:
+        self.raw.append(piece)
         out: list[str] = []
         for ch in piece:
             if self._done:
@@ -64,12 +67,16 @@ class StreamCleaner:
                 continue
             self._line += ch
             out.append(self._decide(final=False))
-        return "".join(out)
+        text = "".join(out)
+        self.shown += text
+        return text
 
     def finish(self) -> str:
         if self._done or (not self._decided and not self._line):
             return ""
-        return self._end_line(final=True)
+        text = self._end_line(final=True)
+        self.shown += text
+        return text
 
     # ------------------------------------------------------------------ decisions
     def _emit(self, text: str) -> str:
