@@ -145,7 +145,11 @@ def note(text: str) -> None:
 
 
 def _table(title: str, **kwargs: Any) -> Table:
-    return Table(title=title, title_justify="left", **kwargs)
+    """A table whose title (markup) fits on one line when the console has the room: a title
+    wrapped to a narrow table would split the collection's path."""
+    from rich.text import Text
+
+    return Table(title=title, title_justify="left", min_width=Text.from_markup(title).cell_len, **kwargs)
 
 
 def print_ingest_report(report, out: Console | None = None) -> None:

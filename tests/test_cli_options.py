@@ -81,7 +81,8 @@ def test_piped_tables_keep_each_file_path_on_one_line(monkeypatch):
     from pipelines.ingest import FileOutcome, IngestReport
 
     long = "/data/" + "/".join(f"folder-number-{i:02d}" for i in range(12)) + "/quarterly report [draft].pdf"
-    report = IngestReport(collection="Qdrant Edge /tmp/x/documents", outcomes=[
+    where = "Qdrant Edge /srv/some/rather/long/store/folder/for/the/company/documents"
+    report = IngestReport(collection=where, outcomes=[
         FileOutcome(source=long, status="failed", reason="PDF is encrypted (needs a password)"),
         FileOutcome(source="/data/ok.txt", status="ingested", chunks=3, warnings=["2 pages had no text"])])
     buf = io.StringIO()
@@ -91,3 +92,4 @@ def test_piped_tables_keep_each_file_path_on_one_line(monkeypatch):
     assert any(long in line and "PDF is encrypted" in line for line in lines), buf.getvalue()
     assert any("/data/ok.txt" in line and "2 pages had no text" in line for line in lines)
     assert re.search(r"failed\W+1\W", buf.getvalue())
+    assert any(where in line for line in lines)  # the title is not wrapped to the narrow table
