@@ -1,0 +1,80 @@
+"""`rag serve`: an OpenAI-compatible HTTP server for chat over a collection (pipelines.server).
+
+It takes the store, retrieval, prompt and LLM options `rag ask` takes, so a config file serves
+exactly what it answers, plus where to listen and who may connect. FastAPI and uvicorn are
+imported inside the command only: `rag --help` and the other commands never load them.
+"""
+
+from __future__ import annotations
+
+from pipelines.cli.options import (LLM, PROMPT, RETRIEVAL, STORE, add_config_option, add_options, config_from_args,
+                                   top_k_option)
+from pipelines.server.security import DEFAULT_HOST, DEFAULT_PORT  # plain Python: no web stack
+
+
+
+def register(sub, cfg) -> None:
+    p = sub.add_parser(
+        "serve", help="serve chat over a collection as an OpenAI-compatible HTTP API (with sources)",
+        description="POST /v1/chat/completions (streamed or not; each answer with its numbered sources, "
+                    "citation and grounding checks), GET /v1/models (one per collection), POST /v1/search "
+                    "(as rag search --json), GET /health. Needs the server extra: pip install -e '.[server]'.")
+    add_options(p, "store", STORE, cfg)
+    add_options(p, "retrieval (defaults chosen on SciFact train queries)",
+                [*RETRIEVAL, top_k_option("--max-passages")], cfg)
+    add_options(p, "prompt", PROMPT, cfg)
+    add_options(p, "LLM (default: auto; every answer says which backend produced it)", LLM, cfg)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to listen on (default: %(default)s, this machine only; any other needs "
+                        "--server-key-env)")
+    g.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
+    g.add_argument("--server-key-env", metavar="NAME",
+                   help="environment variable holding the key clients must send as 'Authorization: Bearer "
+                        "KEY' (default: no key, loopback only)")
+    g.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default: %(default)s; more need a Qdrant server, --url)")
+    g.add_argument("--max-concurrent-generations", type=int, metavar="N",
+                   help="answers generated at once by a network LLM (default: 4; a local model: 1)")
+    g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser pages from this origin, repeatable (default: CORS off)")
+    g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_config_option(p, cfg)
+    p.set_defaults(func=cmd_serve)
+
+
+def serve_options(args):
+    """The server options of a parsed command line, checked: a non-loopback address needs a key,
+    more than one worker needs a Qdrant server. ConfigError (exit 2) otherwise, before anything
+    is opened or bound."""
+    from pipelines.server.security import check_bind, check_workers
+    from pipelines.server.state import ServeOptions
+    from rag.errors import ConfigError
+
+    cfg = config_from_args(args)
+    if args.max_concurrent_generations is not None and args.max_concurrent_generations < 1:
+        raise ConfigError("--max-concurrent-generations must be 1 or more")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: give 0-65535")
+    options = ServeOptions(host=args.host, port=args.port, server_key_env=args.server_key_env,
+                           workers=max(args.workers, 1), max_concurrent_generations=args.max_concurrent_generations,
+                           cors_origins=args.cors_origin, log_level=args.log_level)
+    check_bind(options.host, options.server_key())
+    check_workers(cfg.store, args.workers)
+    return cfg, options
+
+
+def cmd_serve(args) -> int:
+    from rag.errors import ConfigError
+
+    cfg, options = serve_options(args)
+    try:
+        from pipelines.server.app import run_server
+    except ImportError as e:
+        raise ConfigError(f"rag serve needs the server extra ({e.name} is missing): "
+                          "pip install -e '.[server]'") from None
+    from pipelines import render
+
+    key = "a key (Authorization: Bearer)" if options.server_key_env else "no key"
+    render.note(f"rag serve: http://{options.host}:{options.port}/v1, {key}; Ctrl-C stops it")
+    return run_server(cfg, options)

@@ -1,0 +1,37 @@
+"""`rag serve`: an OpenAI-compatible HTTP server for chat over your documents.
+
+Any OpenAI client talks to it (`OpenAI(base_url="http://127.0.0.1:8000/v1", api_key=KEY)`), and
+each answer comes with what it rests on: the numbered sources its [n] markers name, the citation
+check and the grounding check. The server composes RagPipeline (retrieval, prompt, LLM or
+extracts, the checks) and holds no retrieval or prompt logic of its own.
+
+- `app.py`: the FastAPI app (`create_app(config, options)`), its routes and error shape, and
+  `run_server` / `serve_in_background`.
+- `schemas.py`: the request and response models (OpenAI shapes plus the RAG fields).
+- `security.py`: the bind rule, the key check, the body-size limit (plain ASGI).
+- `state.py`: the one owner of the store, the encoder and the LLM's generation slots.
+
+FastAPI and uvicorn (the `server` extra) are imported only here and inside the `rag serve`
+command, so the other commands and the Python API never load them.
+
+TODO (later stages, not implemented yet):
+- document upload endpoints (multipart; ingest into a collection), with their own size limit;
+- ingest jobs: a job queue, GET /v1/jobs/{id} for progress, cancellation;
+- collection create / delete endpoints;
+- the web page at GET / (chat with sources), which is why GET / already needs no key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rag._lazy import lazy_exports
+
+_EXPORTS = {"create_app": "pipelines.server.app", "serve_in_background": "pipelines.server.app",
+            "ServeOptions": "pipelines.server.state", "ServerState": "pipelines.server.state"}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from pipelines.server.app import create_app, serve_in_background
+    from pipelines.server.state import ServeOptions, ServerState

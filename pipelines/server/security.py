@@ -1,0 +1,166 @@
+"""Who may talk to `rag serve`, and how much: the bind rule, the key check, the body limit.
+
+- Bind: loopback (127.0.0.1, ::1, localhost) by default. Any other address is reachable from
+  other machines, so it is refused unless a server key is configured (`check_bind`). The
+  embedded store is owned by one process, so more than one worker needs a Qdrant server
+  (`check_workers`).
+- Key: `Authorization: Bearer KEY` on every route but GET /health (and GET /, kept open for the
+  web page of a later stage). The comparison is `hmac.compare_digest` on SHA-256 digests, so
+  neither the content nor the length of the key leaks through timing. The key is read from the
+  variable `--server-key-env` names, held in memory only, and never logged or echoed: the 401
+  says a key is missing or wrong, never what was sent (uvicorn's access log has no headers).
+- Body: JSON endpoints take at most 1 MB (413 otherwise), checked on Content-Length and on the
+  bytes actually received, before any parsing.
+
+The middlewares are plain ASGI (no FastAPI import here), so the CLI can run the bind rule
+without loading the web stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from rag.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"  # this machine only
+DEFAULT_PORT = 8000
+MAX_BODY_BYTES = 1_000_000
+#: Routes that need no key: the health probe (load balancers, `curl`), and the page of a later stage.
+OPEN_ROUTES = frozenset({("GET", "/health"), ("GET", "/")})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def is_loopback(host: str) -> bool:
+    """True only for addresses that other machines cannot reach. A name other than localhost is
+    not resolved: what it points to can change, so it counts as reachable."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def read_server_key(env_name: str | None) -> str | None:
+    """The server key from the variable `env_name` names (None when no variable is named). A
+    named but unset or empty variable is an error: serving without the key that was meant to
+    protect the server would be worse than not starting."""
+    if not env_name:
+        return None
+    key = os.environ.get(env_name, "")
+    if not key.strip():
+        raise ConfigError(f"--server-key-env {env_name}: the variable is not set or empty "
+                          f"(export {env_name}=... with the key clients will send as 'Bearer KEY')")
+    return key
+
+
+def check_bind(host: str, key: str | None) -> None:
+    """Refuse a non-loopback address without a server key (the CLI exits 2 on it)."""
+    if not is_loopback(host) and not key:
+        raise ConfigError(
+            f"refusing to listen on {host}: other machines could reach the server, and no server key "
+            "is set. Set one with --server-key-env NAME (the variable NAME holds the key clients send "
+            "as 'Authorization: Bearer KEY'), or listen on 127.0.0.1")
+
+
+def check_workers(store, workers: int) -> None:
+    """More than one worker process needs a store that several processes can share: a Qdrant
+    server (--url). The embedded store (and qdrant-client's local mode) is held by one process."""
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: give 1 or more")
+    if workers > 1 and not store.url:
+        raise ConfigError(
+            f"--workers {workers}: the embedded store is opened by one process at a time, so every "
+            "worker but the first would fail to open it. Use --workers 1 (requests are served "
+            "concurrently within it), or a Qdrant server with --url")
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+    return None
+
+
+def key_matches(supplied: bytes | None, key: bytes) -> bool:
+    if supplied is None:
+        return False
+    return hmac.compare_digest(hashlib.sha256(supplied).digest(), hashlib.sha256(key).digest())
+
+
+async def send_error(send: Send, status: int, message: str, code: str,
+                     headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """An OpenAI-shaped error response, from a middleware (before the app ran)."""
+    from pipelines.server.schemas import error_json
+
+    body = error_json(status, message, code)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequireKey:
+    """401 unless the request carries the server key (routes in OPEN_ROUTES excepted)."""
+
+    def __init__(self, app: ASGIApp, key: str, open_routes: frozenset[tuple[str, str]] = OPEN_ROUTES):
+        self.app, self._key, self.open_routes = app, key.encode(), open_routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.open_routes:
+            return await self.app(scope, receive, send)
+        if not key_matches(bearer_token(scope.get("headers", ())), self._key):
+            return await send_error(send, 401, "missing or wrong API key: send the server key as "
+                                    "'Authorization: Bearer KEY'", "invalid_api_key",
+                                    [(b"www-authenticate", b'Bearer realm="rag"')])
+        return await self.app(scope, receive, send)
+
+
+class LimitBody:
+    """413 for a request body over `limit` bytes. The body is read here (it is small: JSON) and
+    handed on whole; later `receive` calls go to the server, so disconnects are still seen."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        too_large = f"the request body is larger than {self.limit:,} bytes"
+        declared = dict(scope.get("headers", ())).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return await send_error(send, 400, "Content-Length is not a number", "invalid_request")
+            if int(declared) > self.limit:
+                return await send_error(send, 413, too_large, "request_too_large")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await send_error(send, 413, too_large, "request_too_large")
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
