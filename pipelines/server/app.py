@@ -1,5 +1,6 @@
 """The FastAPI app of `rag serve`: routes, the OpenAI error shape, and the chat runner.
 
+    GET  /                       no key: the web chat page (static/index.html, app.js, app.css)
     GET  /health                 no key: {"status": "ok"}
     GET  /v1/models              one model per collection (OpenAI list shape)
     POST /v1/chat/completions    OpenAI chat completions, streamed (SSE) or not, with sources
@@ -27,6 +28,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,7 +39,7 @@ from starlette.exceptions import HTTPException
 from pipelines.answer import ChatSession
 from pipelines.config import RagConfig
 from pipelines.server import schemas as S
-from pipelines.server.security import MAX_BODY_BYTES, LimitBody, RequireKey, send_error
+from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitBody, RequireKey, send_error
 from pipelines.server.state import GenerationInterrupted, ServeOptions, ServerState
 from rag.answer.llm import ChatMessage
 from rag.answer.prompt import strip_citations
@@ -50,6 +52,17 @@ logger = logging.getLogger("pipelines.server")
 SETTINGS_ENV = "RAG_SERVE_SETTINGS"  # config and options for worker processes (--workers N)
 POLL_SECONDS = 0.25  # how often a waiting response checks that its client is still there
 QUEUE_SIZE = 256  # events an answer runs ahead of a slow client before it waits for it
+
+#: The web page's files: a fixed route per file of the package's static folder (no path from the
+#: client ever reaches the file system). They hold no secret, so they need no key: the page asks
+#: for the key itself. CSP: the page loads and fetches nothing but this server.
+STATIC_DIR = Path(__file__).with_name("static")
+PAGE_FILES = {"/": ("index.html", "text/html; charset=utf-8"),
+              "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+              "/static/app.css": ("app.css", "text/css; charset=utf-8")}
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'", "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-cache", "Referrer-Policy": "no-referrer"}
+PAGE_ROUTES = OPEN_ROUTES | {("GET", path) for path in [*PAGE_FILES, "/favicon.ico"]}
 
 #: (status, code) per error class, most specific first.
 ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
@@ -307,7 +320,7 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     app.add_middleware(CatchAll)
     app.add_middleware(LimitBody, limit=options.max_body_bytes or MAX_BODY_BYTES)
     if key:
-        app.add_middleware(RequireKey, key=key)
+        app.add_middleware(RequireKey, key=key, open_routes=PAGE_ROUTES)
     if options.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -335,7 +348,21 @@ def _add_error_handlers(app: FastAPI) -> None:
         return exception_response(exc)
 
 
+def _page_route(app: FastAPI, path: str, name: str, media_type: str) -> None:
+    @app.get(path, include_in_schema=False, name=f"page:{name}")
+    async def page() -> Response:
+        body = await asyncio.to_thread((STATIC_DIR / name).read_bytes)
+        return Response(body, media_type=media_type, headers=PAGE_HEADERS)
+
+
 def _add_routes(app: FastAPI, state: ServerState) -> None:
+    for path, (name, media_type) in PAGE_FILES.items():
+        _page_route(app, path, name, media_type)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        return Response(status_code=204)  # no icon; answered so that browsers log no 404
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}

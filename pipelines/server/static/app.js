@@ -1,0 +1,271 @@
+// The web chat page of `rag serve`: plain ES2020, no framework, no build step.
+//
+// It talks to the same server as any OpenAI client does: GET /v1/models for the collections,
+// POST /v1/chat/completions with stream: true, read as server-sent events from fetch()'s
+// ReadableStream. The first chunk carries the numbered `sources`, the middle ones the text,
+// the last the `citations`, `grounding` and backend; an `error` chunk ends a failed answer.
+// Model output is only ever put into the page as text (textContent, text nodes), never as
+// HTML, so an answer or a passage cannot inject markup. The server key, when one is needed,
+// lives in a variable of this script only: not in storage, cookies or the URL.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let apiKey = ""; // memory only: a reload forgets it
+let history = []; // the conversation so far, as OpenAI messages (follow-ups need it)
+let running = null; // the AbortController of the answer being streamed
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function requestHeaders() {
+  const headers = { "Content-Type": "application/json" };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  return headers;
+}
+
+// The message of an error response in the OpenAI shape, or of anything else the server sent.
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) return body.error.message;
+  } catch (_) { /* not JSON */ }
+  return `${response.status} ${response.statusText}`;
+}
+
+// ------------------------------------------------------------------ collections and the key
+
+async function loadCollections() {
+  let response;
+  try {
+    response = await fetch("/v1/models", { headers: requestHeaders() });
+  } catch (e) {
+    setStatus(`cannot reach the server: ${e.message}`, true);
+    return;
+  }
+  if (response.status === 401) {
+    $("key-box").hidden = false;
+    setStatus(apiKey ? "that key was not accepted" : "this server needs a key", true);
+    return;
+  }
+  if (!response.ok) {
+    setStatus(await errorMessage(response), true);
+    return;
+  }
+  const models = await response.json();
+  const select = $("collection");
+  const previous = select.value;
+  select.replaceChildren(...models.data.map((m) => el("option", "", m.id)));
+  if (models.data.some((m) => m.id === previous)) select.value = previous;
+  $("key-box").hidden = true;
+  setStatus(models.data.length ? "" : "the store has no collections yet (rag ingest adds one)");
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  apiKey = $("key").value.trim();
+  $("key").value = ""; // the variable keeps it; the field does not
+  loadCollections();
+});
+
+// ------------------------------------------------------------------ one turn of the chat
+
+// The answer's text with each [n] that names a source turned into a button; other text
+// (and an [n] naming no source) stays text.
+function renderAnswer(turn) {
+  const parts = [];
+  let last = 0;
+  for (const match of turn.text.matchAll(/\[(\d+)\]/g)) {
+    const source = turn.sources.get(Number(match[1]));
+    if (!source) continue;
+    parts.push(document.createTextNode(turn.text.slice(last, match.index)));
+    const marker = el("button", "cite", `[${source.n}]`);
+    marker.type = "button";
+    marker.dataset.n = String(source.n);
+    marker.title = fileName(source.source);
+    marker.addEventListener("click", () => showSource(turn, source));
+    parts.push(marker);
+    last = match.index + match[0].length;
+  }
+  parts.push(document.createTextNode(turn.text.slice(last)));
+  turn.answer.replaceChildren(...parts);
+}
+
+function fileName(path) {
+  return path.split(/[\\/]/).pop() || path;
+}
+
+function showSource(turn, source) {
+  const card = el("article", "source-card");
+  card.dataset.n = String(source.n);
+  const head = el("header");
+  head.append(el("strong", "", `[${source.n}] `), el("span", "file", fileName(source.source)));
+  head.title = source.source;
+  if (source.pages) head.append(el("span", "pages", ` pages ${source.pages}`));
+  head.append(el("span", "score", ` score ${Number(source.score).toFixed(3)}`));
+  const close = el("button", "close", "×");
+  close.type = "button";
+  close.setAttribute("aria-label", "close");
+  close.addEventListener("click", () => card.remove());
+  head.append(close);
+  card.append(head, el("p", "passage", source.text));
+  turn.card.replaceChildren(card);
+}
+
+function showChecks(turn, chunk) {
+  const meta = [`answered by ${chunk.backend}`];
+  if (chunk.backend_origin) meta.push(chunk.backend_origin);
+  if (chunk.finish_reason === "length") meta.push("cut at the token limit");
+  turn.meta.textContent = meta.join(" · ");
+  const unsupported = ((chunk.grounding && chunk.grounding.sentences) || []).filter((s) => !s.supported);
+  if (unsupported.length) {
+    const box = el("div", "unsupported");
+    box.append(el("p", "", "Not supported by the cited passages:"));
+    const list = el("ul");
+    for (const s of unsupported) {
+      const missing = s.missing && s.missing.length ? ` (no passage has: ${s.missing.join(", ")})` : "";
+      list.append(el("li", "", `${s.text}${missing}`));
+    }
+    box.append(list);
+    turn.checks.replaceChildren(box);
+  }
+  const invalid = (chunk.citations && chunk.citations.invalid) || [];
+  if (invalid.length) {
+    turn.checks.append(el("p", "invalid", `cites passages that were not given: ${invalid.map((n) => `[${n}]`).join(" ")}`));
+  }
+}
+
+function showError(turn, message) {
+  turn.node.append(el("p", "error", `Error: ${message}`));
+  followAnswer();
+}
+
+// Keep the newest text in view (above the question box) as it streams in.
+function followAnswer() {
+  window.scrollTo(0, document.body.scrollHeight);
+}
+
+function newTurn(question) {
+  const node = el("section", "turn");
+  const turn = {
+    node, text: "", sources: new Map(),
+    answer: el("div", "answer"), card: el("div", "card"), checks: el("div", "checks"), meta: el("p", "meta"),
+  };
+  node.append(el("p", "question", question), turn.answer, turn.card, turn.checks, turn.meta);
+  $("turns").append(node);
+  return turn;
+}
+
+// Each `data:` event of the SSE body, JSON-decoded (null for [DONE]), as it arrives.
+async function* sseEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+      if (!data) continue;
+      if (data === "[DONE]") { yield null; return; }
+      yield JSON.parse(data);
+    }
+  }
+}
+
+function handleChunk(turn, chunk) {
+  if (chunk.error) {
+    showError(turn, chunk.error.message || "the answer failed");
+    return false;
+  }
+  if (Array.isArray(chunk.sources)) {
+    for (const s of chunk.sources) turn.sources.set(s.n, s);
+  }
+  const choice = (chunk.choices || [])[0];
+  if (choice && choice.delta && choice.delta.content) {
+    turn.text += choice.delta.content;
+    renderAnswer(turn);
+  }
+  if (choice && choice.finish_reason) {
+    renderAnswer(turn);
+    showChecks(turn, { ...chunk, finish_reason: choice.finish_reason });
+  }
+  followAnswer();
+  return true;
+}
+
+async function ask(question) {
+  const collection = $("collection").value;
+  const turn = newTurn(question);
+  const messages = [...history, { role: "user", content: question }];
+  running = new AbortController();
+  setBusy(true);
+  let ok = false;
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST", headers: requestHeaders(), signal: running.signal,
+      body: JSON.stringify({ model: collection, messages, stream: true, rag: collection ? { collection } : {} }),
+    });
+    if (!response.ok) {
+      showError(turn, await errorMessage(response));
+      if (response.status === 401) $("key-box").hidden = false;
+      return;
+    }
+    for await (const chunk of sseEvents(response.body)) {
+      if (chunk === null) { ok = true; break; }
+      if (!handleChunk(turn, chunk)) break;
+    }
+    if (!ok && !turn.node.querySelector(".error")) showError(turn, "the stream ended before the answer was complete");
+  } catch (e) {
+    showError(turn, e.name === "AbortError" ? "stopped" : e.message);
+  } finally {
+    running = null;
+    setBusy(false);
+    if (ok) history = [...messages, { role: "assistant", content: turn.text }];
+  }
+}
+
+function setBusy(busy) {
+  $("ask").disabled = busy;
+  $("stop").hidden = !busy;
+}
+
+$("ask-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const question = $("question").value.trim();
+  if (!question || running) return;
+  $("question").value = "";
+  ask(question);
+});
+
+$("question").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    $("ask-form").requestSubmit();
+  }
+});
+
+$("stop").addEventListener("click", () => running && running.abort());
+
+function newChat() {
+  if (running) running.abort();
+  history = [];
+  $("turns").replaceChildren();
+}
+
+$("clear").addEventListener("click", newChat);
+$("collection").addEventListener("change", newChat); // a follow-up only makes sense in one collection
+
+loadCollections();
