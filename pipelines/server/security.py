@@ -4,8 +4,8 @@
   other machines, so it is refused unless a server key is configured (`check_bind`). The
   embedded store is owned by one process, so more than one worker needs a Qdrant server
   (`check_workers`).
-- Key: `Authorization: Bearer KEY` on every route but GET /health (and GET /, kept open for the
-  web page of a later stage). The comparison is `hmac.compare_digest` on SHA-256 digests, so
+- Key: `Authorization: Bearer KEY` on every route but GET /health and the web page's own files
+  (GET /, its script and style: the page asks for the key and sends it with each API call). The comparison is `hmac.compare_digest` on SHA-256 digests, so
   neither the content nor the length of the key leaks through timing. The key is read from the
   variable `--server-key-env` names, held in memory only, and never logged or echoed: the 401
   says a key is missing or wrong, never what was sent (uvicorn's access log has no headers).
@@ -30,7 +30,8 @@ from rag.errors import ConfigError
 DEFAULT_HOST = "127.0.0.1"  # this machine only
 DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 1_000_000
-#: Routes that need no key: the health probe (load balancers, `curl`), and the page of a later stage.
+#: Routes that need no key: the health probe (load balancers, `curl`) and the web page (its script
+#: and style are added by the app).
 OPEN_ROUTES = frozenset({("GET", "/health"), ("GET", "/")})
 
 Scope = dict[str, Any]
