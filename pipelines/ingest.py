@@ -26,20 +26,21 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from rag.ingest.chunking import Chunker
+from rag.ingest.chunking import Chunker, chunk_id
 from rag.embed.encoder import SentenceEncoder
 from rag.embed.similarity import best_earlier
 from rag.errors import LoadError
 from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, load, source_name
 from rag.models import Chunk, Document
-from rag.search.store import CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, is_complete
+from rag.search.store import (CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, check_compatible,
+                              is_complete)
 from pipelines.stores import StoreSettings, open_store
 
 Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
@@ -258,16 +259,33 @@ def ingest(
     progress: bool = True,
     near_duplicates: Literal["flag", "skip"] | None = None,
     dup_threshold: float = DEFAULT_DUP_THRESHOLD,
+    *,
+    vector_store: VectorStore | None = None,
+    labels: Mapping[str | Path, str] | None = None,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
     failures are in it, not raised, except for errors that stop the whole job (store, model).
     near_duplicates: "flag" (report) or "skip" (report, do not write) chunks at least
-    `dup_threshold` cosine-similar to an earlier chunk of the job or of the collection."""
+    `dup_threshold` cosine-similar to an earlier chunk of the job or of the collection.
+
+    vector_store: a collection already open (the server's handle: the embedded store refuses a
+    second open in the same process). The job writes through it in the same order, with the
+    same checks (its recorded encoder and chunking must be these), and neither creates nor
+    closes it; `store` then only names it in the report. labels: the source to record for
+    some of the files (path -> label, e.g. an upload's original name instead of the path it was
+    saved under); chunk ids follow the label, so a file ingested under the same label from any
+    path gets the same ids. Files not in it keep their resolved path. Not with `prune`."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
     started = time.perf_counter()
     report = IngestReport(collection=store_settings.describe())
+    if labels and prune:
+        raise ValueError("prune compares sources with the files on disk: not with labels")
+    named = {source_name(Path(k)): v for k, v in (labels or {}).items()}
+
+    def name(p: Path) -> str:
+        return named.get(source_name(p)) or source_name(p)
 
     files: list[Path] = []
     for raw in paths:
@@ -275,11 +293,14 @@ def ingest(
             files.extend(find_files([raw], include, exclude))
         except LoadError as e:
             report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
-    files = list({source_name(p): p for p in files}.values())
+    files = list({name(p): p for p in files}.values())
 
     loader = _LoaderProcess(encoder.model, chunker) if files else None
     try:
-        vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+        if vector_store is None:
+            vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+        else:
+            vs = _check_open_store(vector_store, encoder, chunker)
     except BaseException:
         if loader is not None:
             loader.close()
@@ -289,7 +310,7 @@ def ingest(
         dedup = _NearDuplicates(vs, near_duplicates, dup_threshold, report) if near_duplicates else None
         todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
         for p in files:
-            src = source_name(p)
+            src = name(p)
             try:
                 digest = _file_hash(p)
             except OSError as e:
@@ -302,9 +323,9 @@ def ingest(
             else:
                 todo.append((p, any(v.file_hash != digest for v in versions)))
         if todo:
-            items = (item if item is IDLE else (source_name(item[0]), *item[1:])
+            items = (item if item is IDLE else _relabel(name(item[0]), *item[1:])
                      for item in loader.items([p for p, _ in todo], encoder.max_seq_length))
-            _run(items, len(todo), {source_name(p): old for p, old in todo}, encoder, write, report,
+            _run(items, len(todo), {name(p): old for p, old in todo}, encoder, write, report,
                  batch_size, progress, dedup)
         if prune:
             _prune(paths, files, vs, write, report)
@@ -315,9 +336,30 @@ def ingest(
     finally:
         if loader is not None:
             loader.close()
-        vs.close()
+        if vector_store is None:
+            vs.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _relabel(src: str, doc: Document | None, chunks: list[Chunk], reason: str | None):
+    """An item of the loader under the source `src` (its resolved path unless labelled): the
+    document and its chunks say that source, and the chunk ids are derived from it."""
+    if doc is None or doc.source == src:
+        return src, doc, chunks, reason
+    doc = doc.model_copy(update={"source": src})
+    chunks = [c.model_copy(update={"source": src, "id": chunk_id(src, c.char_start, c.char_end, c.text)})
+              for c in chunks]
+    return src, doc, chunks, reason
+
+
+def _check_open_store(vs: VectorStore, encoder: SentenceEncoder, chunker: Chunker) -> VectorStore:
+    """An open collection to write to, if it was built with this encoder and chunking."""
+    size, _ = chunker.limits(encoder)
+    wanted = vs.info.model_copy(update={"model": encoder.model_id, "dimension": encoder.dimension,
+                                        "chunk_size": size, "chunk_overlap": chunker.chunk_overlap})
+    check_compatible(getattr(vs, "name", "?"), vs.info, wanted)
+    return vs
 
 
 def _optimize(vs: VectorStore, progress: bool) -> None:

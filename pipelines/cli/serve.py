@@ -18,7 +18,9 @@ def register(sub, cfg) -> None:
         "serve", help="serve chat over a collection as an OpenAI-compatible HTTP API (with sources)",
         description="POST /v1/chat/completions (streamed or not; each answer with its numbered sources, "
                     "citation and grounding checks), GET /v1/models (one per collection), POST /v1/search "
-                    "(as rag search --json), GET /health. Needs the server extra: pip install -e '.[server]'.")
+                    "(as rag search --json), POST/GET /v1/documents and GET /v1/jobs/ID (uploads, ingested in the "
+                    "background), DELETE /v1/documents/ID, GET /health. Needs the server extra: "
+                    "pip install -e '.[server]'.")
     add_options(p, "store", STORE, cfg)
     add_options(p, "retrieval (defaults chosen on SciFact train queries)",
                 [*RETRIEVAL, top_k_option("--max-passages")], cfg)
@@ -38,6 +40,8 @@ def register(sub, cfg) -> None:
                    help="answers generated at once by a network LLM (default: 4; a local model: 1)")
     g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from this origin, repeatable (default: CORS off)")
+    g.add_argument("--max-upload-mb", type=float, default=25.0, metavar="MB",
+                   help="largest file POST /v1/documents accepts, in MB (default: %(default)g)")
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     add_config_option(p, cfg)
     p.set_defaults(func=cmd_serve)
@@ -54,11 +58,14 @@ def serve_options(args):
     cfg = config_from_args(args)
     if args.max_concurrent_generations is not None and args.max_concurrent_generations < 1:
         raise ConfigError("--max-concurrent-generations must be 1 or more")
+    if not args.max_upload_mb > 0:
+        raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g}: give a size above 0")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: give 0-65535")
     options = ServeOptions(host=args.host, port=args.port, server_key_env=args.server_key_env,
                            workers=max(args.workers, 1), max_concurrent_generations=args.max_concurrent_generations,
-                           cors_origins=args.cors_origin, log_level=args.log_level)
+                           cors_origins=args.cors_origin, log_level=args.log_level,
+                           max_upload_bytes=max(1, int(args.max_upload_mb * 1_000_000)))
     check_bind(options.host, options.server_key())
     check_workers(cfg.store, args.workers)
     return cfg, options

@@ -5,6 +5,8 @@
     GET  /v1/models              one model per collection (OpenAI list shape)
     POST /v1/chat/completions    OpenAI chat completions, streamed (SSE) or not, with sources
     POST /v1/search              what `rag search --json` prints
+    POST /v1/documents, GET /v1/documents, DELETE /v1/documents/{id}, GET /v1/jobs/{id}
+                                 uploads and their ingest jobs, the document list (documents.py)
 
 A chat request is answered by RagPipeline itself (`RagPipeline.astream`: retrieval, prompt,
 LLM or extracts, the citation and grounding checks); a follow-up is rewritten first by
@@ -39,7 +41,8 @@ from starlette.exceptions import HTTPException
 from pipelines.answer import ChatSession
 from pipelines.config import RagConfig
 from pipelines.server import schemas as S
-from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitBody, RequireKey, send_error
+from pipelines.server.documents import LimitBodyOrUpload, add_document_routes, upload_request_limit
+from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, RequireKey, send_error
 from pipelines.server.state import GenerationInterrupted, ServeOptions, ServerState
 from rag.answer.llm import ChatMessage
 from rag.answer.prompt import strip_citations
@@ -318,13 +321,14 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     _add_routes(app, state)
     # Added innermost first: CORS (outermost) answers preflights, then the key, then the size.
     app.add_middleware(CatchAll)
-    app.add_middleware(LimitBody, limit=options.max_body_bytes or MAX_BODY_BYTES)
+    app.add_middleware(LimitBodyOrUpload, limit=options.max_body_bytes or MAX_BODY_BYTES,
+                       upload_limit=upload_request_limit(options.max_upload_bytes))
     if key:
         app.add_middleware(RequireKey, key=key, open_routes=PAGE_ROUTES)
     if options.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], allow_credentials=False)
     return app
 
@@ -404,6 +408,8 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         finally:
             if run is not None:
                 run.cancel()
+
+    add_document_routes(app, state, error_response, exception_response)
 
 
 # ---------------------------------------------------------------------------- running it
