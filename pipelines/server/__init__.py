@@ -14,11 +14,10 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
 FastAPI and uvicorn (the `server` extra) are imported only here and inside the `rag serve`
 command, so the other commands and the Python API never load them.
 
-TODO (later stages, not implemented yet):
-- document upload endpoints (multipart; ingest into a collection), with their own size limit;
-- ingest jobs: a job queue, GET /v1/jobs/{id} for progress, cancellation;
-- collection create / delete endpoints;
-- the web page at GET / (chat with sources), which is why GET / already needs no key.
+- `documents.py`: uploads (streamed to server-named files), ingest jobs and the document routes.
+- `static/`: the chat page at GET / (no build step, nothing from a CDN).
+
+Not implemented yet: collection create / delete endpoints, cancelling an ingest job.
 """
 
 from __future__ import annotations
