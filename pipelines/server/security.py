@@ -5,8 +5,9 @@
   embedded store is owned by one process, so more than one worker needs a Qdrant server
   (`check_workers`).
 - Key: `Authorization: Bearer KEY` on every route but GET /health and the web page's own files
-  (GET /, its script and style: the page asks for the key and sends it with each API call). The comparison is `hmac.compare_digest` on SHA-256 digests, so
-  neither the content nor the length of the key leaks through timing. The key is read from the
+  (GET /, its script and style: the page asks for the key and sends it with each API call).
+  The comparison is `hmac.compare_digest` on SHA-256 digests, so neither the content nor the
+  length of the key leaks through timing. The key is read from the
   variable `--server-key-env` names, held in memory only, and never logged or echoed: the 401
   says a key is missing or wrong, never what was sent (uvicorn's access log has no headers).
 - Body: JSON endpoints take at most 1 MB (413 otherwise), checked on Content-Length and on the
