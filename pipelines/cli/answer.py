@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.cli.options import (LLM, PROMPT, RETRIEVAL, STORE, add_config_option, add_options, config_from_args,
-                                   top_k_option)
+from pipelines.cli.options import add_answer_options, add_config_option, config_from_args
 
 
 def _answer_args(p, cfg) -> None:
-    add_options(p, "store", STORE, cfg)
-    add_options(p, "retrieval (defaults chosen on SciFact train queries)",
-                [*RETRIEVAL, top_k_option("--max-passages")], cfg)
+    add_answer_options(p, cfg)
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="payload filter, repeatable: source=PATH, page=3 or 2-5, section=...")
-    add_options(p, "prompt", PROMPT, cfg)
-    add_options(p, "LLM (default: auto; every answer says which backend produced it)", LLM, cfg)
     p.add_argument("--no-stream", action="store_true", help="print the answer when it is complete")
     p.add_argument("--json", action="store_true", help="print the answer object as JSON")
     add_config_option(p, cfg)

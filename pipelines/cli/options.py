@@ -134,6 +134,16 @@ def top_k_option(default_help: str) -> Option:
     return _opt(("-k", "--top-k"), "retrieval.top_k", f"how many to retrieve (default: {default_help})", type=int)
 
 
+def add_answer_options(parser: argparse.ArgumentParser, cfg: RagConfig) -> None:
+    """The option groups of every command that answers from a collection (ask, chat, serve):
+    store, retrieval, prompt and LLM, so a config file serves exactly what it answers."""
+    add_options(parser, "store", STORE, cfg)
+    add_options(parser, "retrieval (defaults chosen on SciFact train queries)",
+                [*RETRIEVAL, top_k_option("--max-passages")], cfg)
+    add_options(parser, "prompt", PROMPT, cfg)
+    add_options(parser, "LLM (default: auto; every answer says which backend produced it)", LLM, cfg)
+
+
 def add_options(parser: argparse.ArgumentParser, title: str, options: Sequence[Option], cfg: RagConfig,
                 **overrides: Any) -> None:
     """Add `options` as one argument group; defaults from `cfg` unless given in `overrides`

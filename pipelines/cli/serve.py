@@ -7,10 +7,9 @@ imported inside the command only: `rag --help` and the other commands never load
 
 from __future__ import annotations
 
-from pipelines.cli.options import (LLM, PROMPT, RETRIEVAL, STORE, add_config_option, add_options, config_from_args,
-                                   top_k_option)
-from pipelines.server.security import DEFAULT_HOST, DEFAULT_PORT  # plain Python: no web stack
-
+from pipelines.cli.options import add_answer_options, add_config_option, config_from_args
+# security.py is plain Python (no web stack): the defaults of the flags come from it.
+from pipelines.server.security import DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS, DEFAULT_PORT, MAX_UPLOAD_BYTES
 
 
 def register(sub, cfg) -> None:
@@ -21,11 +20,7 @@ def register(sub, cfg) -> None:
                     "(as rag search --json), POST/GET /v1/documents and GET /v1/jobs/ID (uploads, ingested in the "
                     "background), DELETE /v1/documents/ID, GET /health. Needs the server extra: "
                     "pip install -e '.[server]'.")
-    add_options(p, "store", STORE, cfg)
-    add_options(p, "retrieval (defaults chosen on SciFact train queries)",
-                [*RETRIEVAL, top_k_option("--max-passages")], cfg)
-    add_options(p, "prompt", PROMPT, cfg)
-    add_options(p, "LLM (default: auto; every answer says which backend produced it)", LLM, cfg)
+    add_answer_options(p, cfg)
     g = p.add_argument_group("server")
     g.add_argument("--host", default=DEFAULT_HOST,
                    help="address to listen on (default: %(default)s, this machine only; any other needs "
@@ -37,10 +32,11 @@ def register(sub, cfg) -> None:
     g.add_argument("--workers", type=int, default=1,
                    help="worker processes (default: %(default)s; more need a Qdrant server, --url)")
     g.add_argument("--max-concurrent-generations", type=int, metavar="N",
-                   help="answers generated at once by a network LLM (default: 4; a local model: 1)")
+                   help=f"answers generated at once by a network LLM (default: {DEFAULT_NETWORK_GENERATIONS}; "
+                        "a local model: 1)")
     g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from this origin, repeatable (default: CORS off)")
-    g.add_argument("--max-upload-mb", type=float, default=25.0, metavar="MB",
+    g.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1_000_000, metavar="MB",
                    help="largest file POST /v1/documents accepts, in MB (default: %(default)g)")
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     add_config_option(p, cfg)

@@ -31,6 +31,8 @@ from rag.errors import ConfigError
 DEFAULT_HOST = "127.0.0.1"  # this machine only
 DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 1_000_000
+MAX_UPLOAD_BYTES = 25_000_000  # per uploaded file: 25 MB
+DEFAULT_NETWORK_GENERATIONS = 4  # answers a network LLM generates at once (a local model: 1)
 #: Routes that need no key: the health probe (load balancers, `curl`) and the web page (its script
 #: and style are added by the app).
 OPEN_ROUTES = frozenset({("GET", "/health"), ("GET", "/")})

@@ -44,15 +44,14 @@ from pydantic import BaseModel, Field
 
 from pipelines.answer import RagPipeline
 from pipelines.config import RagConfig
-from pipelines.server.security import DEFAULT_HOST, DEFAULT_PORT, MAX_BODY_BYTES, read_server_key
+from pipelines.server.security import (DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS, DEFAULT_PORT, MAX_BODY_BYTES,
+                                       MAX_UPLOAD_BYTES, read_server_key)
 from pipelines.stores import StoreSettings, open_store
 from rag.answer.llm import GenerationSettings
 from rag.errors import LLMConnectionError, LLMError, ModelMismatchError, RagError
 from rag.models import Passage
 from rag.search.retrieval import DEFAULT_TOP_K, Retriever, SearchResponse
 
-DEFAULT_NETWORK_GENERATIONS = 4
-MAX_UPLOAD_BYTES = 25_000_000  # per uploaded file: 25 MB
 #: The encoder calls that go through its lock (the rest are plain attributes).
 ENCODER_CALLS = frozenset({"encode", "embed", "warm_up", "count_tokens", "token_offsets"})
 
