@@ -25,9 +25,9 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
-from pipelines.stores import StoreSettings, open_store
+from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.ingest.chunking import Chunker
-from rag.errors import ConfigError, LLMError, ModelMismatchError
+from rag.errors import ConfigError, LLMError
 from rag.answer.extractive import extract
 from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
 from rag.models import Answer
@@ -128,16 +128,9 @@ class RagPipeline:
 
     def _get_retriever(self) -> Retriever:
         if self._retriever is None:
-            from rag.embed.encoder import SentenceEncoder
-
             vs = open_store(self.store)
             try:
-                if self.encoder is None:
-                    self.encoder = SentenceEncoder(vs.info.model)
-                elif self.encoder.model_id != vs.info.model:
-                    raise ModelMismatchError(
-                        f"{self.store.describe()} was built with {vs.info.model}, not {self.encoder.model_id}: "
-                        "search it with the same encoder")
+                self.encoder = collection_encoder(vs.info.model, self.store, self.encoder)
             except Exception:
                 vs.close()
                 raise

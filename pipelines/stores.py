@@ -44,6 +44,22 @@ def open_store(settings: StoreSettings, info: CollectionInfo | None = None,
     return EdgeStore(settings.store_dir, settings.collection, info=info, create=create)
 
 
+def collection_encoder(recorded_model: str, settings: StoreSettings, encoder=None):
+    """The encoder to search a collection with: `encoder` when it is the model the collection
+    records (vectors of another model are not comparable: ModelMismatchError), or, with none
+    given, the recorded model (loaded on first use)."""
+    if encoder is None:
+        from rag.embed.encoder import SentenceEncoder
+
+        return SentenceEncoder(recorded_model)
+    if encoder.model_id != recorded_model:
+        from rag.errors import ModelMismatchError
+
+        raise ModelMismatchError(f"{settings.describe()} was built with {recorded_model}, not {encoder.model_id}: "
+                                 "search it with the same encoder")
+    return encoder
+
+
 def collection_texts(settings: StoreSettings) -> list[str]:
     """The chunk texts stored in a collection (for `rag adapt`)."""
     vs = open_store(settings)

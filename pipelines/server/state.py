@@ -46,9 +46,9 @@ from pipelines.answer import RagPipeline
 from pipelines.config import RagConfig
 from pipelines.server.security import (DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS, DEFAULT_PORT, MAX_BODY_BYTES,
                                        MAX_UPLOAD_BYTES, read_server_key)
-from pipelines.stores import StoreSettings, open_store
+from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.answer.llm import GenerationSettings
-from rag.errors import LLMConnectionError, LLMError, ModelMismatchError, RagError
+from rag.errors import LLMConnectionError, LLMError, RagError
 from rag.models import Passage
 from rag.search.retrieval import DEFAULT_TOP_K, Retriever, SearchResponse
 
@@ -327,15 +327,8 @@ class ServerState:
         """The collection's recorded encoder, loaded once per model and shared (under its lock) by
         every collection built with it. An encoder given (the config's, or create_app's) must be
         the recorded one, as for RagPipeline."""
-        given = self._given_encoder or self.base.encoder
-        if given is not None and given.model_id != model:
-            raise ModelMismatchError(f"{settings.describe()} was built with {model}, not {given.model_id}: "
-                                     "search it with the same encoder")
-        if model not in self._encoders:
-            if given is None:
-                from rag.embed.encoder import SentenceEncoder
-
-                given = SentenceEncoder(model)
+        if model not in self._encoders:  # a given encoder of another model never gets in
+            given = collection_encoder(model, settings, self._given_encoder or self.base.encoder)
             if hasattr(given, "warm_up"):
                 given.warm_up()  # loaded now, not on the first request
             self._encoders[model] = Serialised(given, ENCODER_CALLS)
