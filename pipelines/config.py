@@ -54,7 +54,7 @@ from rag.errors import ConfigError
 from rag.ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from rag.ingest.loaders import DEFAULT_INCLUDE
 from rag.search.fusion import DEFAULT_RRF_K
-from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_WEIGHTS
+from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_TOP_K, DEFAULT_WEIGHTS
 
 Backend = Literal["auto", "local", "openai", "ollama", "none"]
 OPENAI_API_URL = "https://api.openai.com/v1"
@@ -115,6 +115,11 @@ class RetrievalConfig(_Section):
     top_k: int | None = Field(None, ge=1, description="None: 10 results for rag search; "
                               "prompt.max_passages for answers")
     mmr: float | None = Field(None, ge=0, le=1)
+
+    @property
+    def search_top_k(self) -> int:
+        """How many results a search shows (rag search, the server's /v1/search)."""
+        return self.top_k or DEFAULT_TOP_K
 
     def settings(self) -> dict[str, Any]:
         """Keyword arguments of rag.search.retrieval.Retriever (top_k is the caller's)."""

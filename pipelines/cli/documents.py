@@ -58,12 +58,12 @@ def cmd_search(args) -> int:
     from pipelines import render
     from pipelines.stores import open_store
     from rag.embed.encoder import SentenceEncoder
-    from rag.search.retrieval import DEFAULT_TOP_K, Retriever
+    from rag.search.retrieval import Retriever
 
     cfg = config_from_args(args)
     vs = open_store(cfg.store.settings())
     try:
-        retriever = Retriever(vs, SentenceEncoder(vs.info.model), top_k=cfg.retrieval.top_k or DEFAULT_TOP_K,
+        retriever = Retriever(vs, SentenceEncoder(vs.info.model), top_k=cfg.retrieval.search_top_k,
                               **cfg.retrieval.settings())
         resp = retriever.search(args.query, filters=args.filter, explain=args.explain)
     finally:

@@ -50,7 +50,7 @@ from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.answer.llm import GenerationSettings
 from rag.errors import LLMConnectionError, LLMError, RagError
 from rag.models import Passage
-from rag.search.retrieval import DEFAULT_TOP_K, Retriever, SearchResponse
+from rag.search.retrieval import Retriever, SearchResponse
 
 #: The encoder calls that go through its lock (the rest are plain attributes).
 ENCODER_CALLS = frozenset({"encode", "embed", "warm_up", "count_tokens", "token_offsets"})
@@ -319,7 +319,7 @@ class ServerState:
                 vs.close()
                 raise
             served = Served(name=name, settings=settings, store=vs, encoder=encoder, retriever=retriever,
-                            search_top_k=self.config.retrieval.top_k or DEFAULT_TOP_K, handle=store)
+                            search_top_k=self.config.retrieval.search_top_k, handle=store)
             self._served[name] = served
             return served
 
