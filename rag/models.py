@@ -12,7 +12,8 @@ def page_label(start: int, end: int) -> str:
 
 
 class Page(BaseModel):
-    """Cleaned text of one page (PDF) or one whole file (text); `section` for Markdown parts."""
+    """Cleaned text of one page (PDF) or one whole file (text); `section`: the heading path it sits
+    under (Markdown/HTML/DOCX headings, the PDF outline), when known."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -28,6 +29,9 @@ class Document(BaseModel):
     file_hash: str = Field(description="sha256 of the file bytes")
     pages: list[Page]
     warnings: list[str] = Field(default_factory=list)
+    title: str | None = Field(None, description="the document's title as the loader found it "
+                              "(metadata, first heading); None when it found none")
+    ocr_pages: int = Field(0, description="pages whose text was read by OCR")
 
 
 class Chunk(BaseModel):

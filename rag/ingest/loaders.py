@@ -21,7 +21,9 @@ from rag.text.clean import clean_pages, looks_garbled, normalize_unicode, normal
 PDF_SUFFIXES = {".pdf"}
 TEXT_SUFFIXES = {".txt", ".text"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
-SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES
+HTML_SUFFIXES = {".html", ".htm"}
+DOCX_SUFFIXES = {".docx"}
+SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | DOCX_SUFFIXES
 DEFAULT_INCLUDE = tuple(f"*{s}" for s in sorted(SUPPORTED_SUFFIXES))
 
 
@@ -76,6 +78,12 @@ def load(path: str | Path) -> Document:
         return load_markdown(path, data)
     if suffix in TEXT_SUFFIXES:
         return load_text(path, data)
+    if suffix in HTML_SUFFIXES:
+        from rag.ingest.html import load_html
+        return load_html(path, data)
+    if suffix in DOCX_SUFFIXES:
+        from rag.ingest.docx import load_docx
+        return load_docx(path, data)
     raise LoadError(str(path), f"unsupported file type '{suffix or '(none)'}'")
 
 
