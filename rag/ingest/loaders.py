@@ -1,6 +1,6 @@
 """Loaders: files to cleaned `Document`s. Each bad file raises `LoadError` with one clear reason.
 
-PDF through pypdf (one `Page` per page), `.txt`, and `.md` (each heading starts a section).
+PDF (rag.ingest.pdf: one `Page` per page), `.txt`, and `.md` (each heading starts a section).
 `find_files` walks directories with include/exclude globs.
 """
 
@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
-import hashlib
-import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rag.errors import LoadError
+from rag.ingest.identity import file_hash, source_name
+from rag.ingest.pdf import load_pdf
 from rag.models import Document, Page
-from rag.text.clean import clean_pages, looks_garbled, normalize_unicode, normalize_whitespace
+from rag.text.clean import normalize_unicode, normalize_whitespace
 
 PDF_SUFFIXES = {".pdf"}
 TEXT_SUFFIXES = {".txt", ".text"}
@@ -25,11 +25,6 @@ HTML_SUFFIXES = {".html", ".htm"}
 DOCX_SUFFIXES = {".docx"}
 SUPPORTED_SUFFIXES = PDF_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | DOCX_SUFFIXES
 DEFAULT_INCLUDE = tuple(f"*{s}" for s in sorted(SUPPORTED_SUFFIXES))
-
-
-def source_name(path: Path) -> str:
-    """The identity of a file in the store: its resolved absolute POSIX path."""
-    return path.resolve().as_posix()
 
 
 def find_files(
@@ -87,55 +82,6 @@ def load(path: str | Path) -> Document:
     raise LoadError(str(path), f"unsupported file type '{suffix or '(none)'}'")
 
 
-# ---------------------------------------------------------------- PDF
-
-
-def load_pdf(path: Path, data: bytes) -> Document:
-    import io
-
-    import pypdf
-    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PdfReadError
-
-    src = str(path)
-    if not data.lstrip()[:5].startswith(b"%PDF"):
-        raise LoadError(src, "not a PDF (no %PDF header): corrupt or mislabelled file")
-    # pypdf logs font and xref complaints per page; they are noise for the user.
-    logging.getLogger("pypdf").setLevel(logging.ERROR)
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            try:
-                ok = reader.decrypt("")  # many PDFs only carry an owner password
-            except (DependencyError, NotImplementedError) as e:
-                raise LoadError(src, f"encrypted PDF that cannot be decrypted here: {e}") from e
-            if not ok:
-                raise LoadError(src, "encrypted PDF: a password is required")
-        raw = [page.extract_text() or "" for page in reader.pages]
-    except LoadError:
-        raise
-    except FileNotDecryptedError as e:
-        raise LoadError(src, "encrypted PDF: a password is required") from e
-    except LimitReachedError as e:
-        raise LoadError(src, f"PDF refused by pypdf (a safety limit was reached): {e}") from e
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError,
-            RecursionError, OSError, AssertionError, ZeroDivisionError) as e:
-        raise LoadError(src, f"corrupt or truncated PDF: {type(e).__name__}: {e}") from e
-    if not raw:
-        raise LoadError(src, "PDF has no pages")
-    texts = clean_pages(raw)
-    full = "\n\n".join(texts)
-    if not full.strip():
-        raise LoadError(src, f"no text layer ({len(raw)} page(s) of images only): needs OCR")
-    if looks_garbled(full):
-        raise LoadError(src, "garbled text layer (almost no recognisable words): not ingested; re-OCR the file")
-    warnings = []
-    empty = [i + 1 for i, t in enumerate(texts) if not t]
-    if empty:
-        warnings.append(f"{len(empty)} of {len(texts)} page(s) have no text layer (e.g. page {empty[0]})")
-    pages = [Page(number=i + 1, text=t) for i, t in enumerate(texts) if t]
-    return Document(source=source_name(path), file_hash=_sha256(data), pages=pages, warnings=warnings)
-
-
 # ---------------------------------------------------------------- text
 
 
@@ -174,7 +120,7 @@ def _text_document(path: Path, data: bytes, sections: list[tuple[str | None, str
             pages.append(Page(number=1, text=text, section=section))
     if not pages:
         raise LoadError(str(path), "no text (only whitespace)")
-    return Document(source=source_name(path), file_hash=_sha256(data), pages=pages, warnings=warnings)
+    return Document(source=source_name(path), file_hash=file_hash(data), pages=pages, warnings=warnings)
 
 
 def load_text(path: Path, data: bytes) -> Document:
@@ -209,10 +155,6 @@ def markdown_sections(text: str) -> list[tuple[str | None, str]]:
 def load_markdown(path: Path, data: bytes) -> Document:
     text, warnings = decode_text(str(path), data)
     return _text_document(path, data, markdown_sections(text), warnings)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def iter_documents(paths: Iterable[Path]) -> Iterator[Document | LoadError]:
