@@ -12,9 +12,9 @@ Concurrency. Requests run their retrieval in worker threads (`asyncio.to_thread`
   locks; checked with 6 threads x 400 queries, and by tests/test_server.py's concurrent
   searches, which must all equal the single-threaded result). qdrant-client's remote client is
   thread-safe; its local mode is plain Python, so its calls are serialised.
-- The encoder is serialised with a lock: a Hugging Face fast tokenizer is one Rust object whose
-  truncation/padding state is set per call, which is not documented as thread-safe, and on a CPU
-  one forward pass already uses every core, so concurrent passes would gain nothing.
+- The encoder runs one call at a time behind `EncoderGate` (encoding.py): searches' queries go
+  first and are embedded together, long calls (extracts, uploads) are cut into slices, so a
+  search waits for a slice, not for a whole extractive answer or upload batch.
 - The LLM is behind an asyncio semaphore: 1 generation at a time for an in-process model (the
   local backend), `--max-concurrent-generations` (default 4) for a network backend. The slot is
   taken only around the LLM call, so retrieval and extractive answers never wait for it.
@@ -44,16 +44,15 @@ from pydantic import BaseModel, Field
 
 from pipelines.answer import RagPipeline
 from pipelines.config import RagConfig
+from pipelines.server.encoding import EncoderGate
 from pipelines.server.security import (DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS, DEFAULT_PORT, MAX_BODY_BYTES,
-                                       MAX_UPLOAD_BYTES, read_server_key)
+                                       MAX_CHATS_PER_CLIENT, MAX_REQUESTS_PER_CLIENT, MAX_UPLOAD_BYTES,
+                                       read_server_key)
 from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.answer.llm import GenerationSettings
 from rag.errors import LLMConnectionError, LLMError, RagError
 from rag.models import Passage
 from rag.search.retrieval import Retriever, SearchResponse
-
-#: The encoder calls that go through its lock (the rest are plain attributes).
-ENCODER_CALLS = frozenset({"encode", "embed", "warm_up", "count_tokens", "token_offsets"})
 
 
 class ServeOptions(BaseModel):
@@ -69,6 +68,8 @@ class ServeOptions(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024)
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="per uploaded file (--max-upload-mb)")
+    max_requests_per_client: int = Field(MAX_REQUESTS_PER_CLIENT, ge=1)
+    max_chats_per_client: int = Field(MAX_CHATS_PER_CLIENT, ge=1)
     log_level: str = "info"
 
     def server_key(self) -> str | None:
@@ -286,7 +287,8 @@ class ServerState:
         if store.url or store.local_path:
             return [store.collection]
         root = Path(store.dir).expanduser()
-        names = {p.name for p in root.iterdir() if (p / META_FILE).is_file()} if root.is_dir() else set()
+        names = ({p.name for p in root.iterdir() if not p.name.startswith(".") and (p / META_FILE).is_file()}
+                 if root.is_dir() else set())
         return sorted(names | set(self._served))
 
     def pick_collection(self, asked: str | None, model: str | None) -> str:
@@ -323,6 +325,12 @@ class ServerState:
             self._served[name] = served
             return served
 
+    def forget(self, name: str) -> Served | None:
+        """Stop serving collection `name` (it is being deleted): later requests open it afresh
+        or find it gone. The caller closes what is returned."""
+        with self._lock:
+            return self._served.pop(name, None)
+
     def _encoder_for(self, model: str, settings: StoreSettings) -> Any:
         """The collection's recorded encoder, loaded once per model and shared (under its lock) by
         every collection built with it. An encoder given (the config's, or create_app's) must be
@@ -331,7 +339,7 @@ class ServerState:
             given = collection_encoder(model, settings, self._given_encoder or self.base.encoder)
             if hasattr(given, "warm_up"):
                 given.warm_up()  # loaded now, not on the first request
-            self._encoders[model] = Serialised(given, ENCODER_CALLS)
+            self._encoders[model] = EncoderGate(given)
         return self._encoders[model]
 
     # ------------------------------------------------------------------ requests
@@ -471,7 +479,7 @@ class DocumentWriter:
             served = self.state.collection(job.collection)
             info = served.handle.info
             report = ingest([p for p, _ in job.files], encoder=served.encoder, store=served.settings,
-                            chunker=Chunker(info.chunk_size, info.chunk_overlap), progress=False,
+                            chunker=Chunker(info.chunk_size, info.chunk_overlap, context=info.context), progress=False,
                             vector_store=served.handle, labels={str(p): label for p, label in job.files})
         except Exception as e:
             if not isinstance(e, RagError):
@@ -489,10 +497,10 @@ class DocumentWriter:
                 path.unlink()
         job.status, job.error, job.finished = status, error, time.time()
 
-    # ------------------------------------------------------------------ deletion
-    def delete(self, collection: str, doc_id: str) -> concurrent.futures.Future:
-        """Remove the source whose id is `doc_id`, in its turn after the writes queued before it.
-        The future's result: {"id", "source", "chunks"} (chunks removed)."""
+    # ------------------------------------------------------------------ other writes
+    def call(self, write: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run `write` in its turn, after the writes queued before it; its result (or exception)
+        is the future's."""
         if self._thread is None:
             raise RagError("the server is not open")
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -501,21 +509,29 @@ class DocumentWriter:
             if not future.set_running_or_notify_cancel():
                 return
             try:
-                served = self.state.collection(collection)
-                vs = served.handle
-                source = next((s for s in vs.sources() if document_id(s) == doc_id), None)
-                if source is None:
-                    raise DocumentNotFoundError(f"collection '{collection}' has no document {doc_id} "
-                                                "(GET /v1/documents lists their ids)")
-                chunks = sum(v.points for v in vs.file_versions(source))
-                vs.delete_source(source)
-                vs.flush()
-                future.set_result({"id": doc_id, "source": source, "chunks": chunks})
+                future.set_result(write())
             except BaseException as e:
                 future.set_exception(e)
 
         self._tasks.put(task)
         return future
+
+    def delete(self, collection: str, doc_id: str) -> concurrent.futures.Future:
+        """Remove the source whose id is `doc_id`, in its turn after the writes queued before it.
+        The future's result: {"id", "source", "chunks"} (chunks removed)."""
+
+        def write() -> dict[str, Any]:
+            vs = self.state.collection(collection).handle
+            source = next((s for s in vs.sources() if document_id(s) == doc_id), None)
+            if source is None:
+                raise DocumentNotFoundError(f"collection '{collection}' has no document {doc_id} "
+                                            "(GET /v1/documents lists their ids)")
+            chunks = sum(v.points for v in vs.file_versions(source))
+            vs.delete_source(source)
+            vs.flush()
+            return {"id": doc_id, "source": source, "chunks": chunks}
+
+        return self.call(write)
 
 
 def environment_settings(config: RagConfig, options: ServeOptions) -> str:
