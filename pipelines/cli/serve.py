@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pipelines.cli.options import add_answer_options, add_config_option, config_from_args
 # security.py is plain Python (no web stack): the defaults of the flags come from it.
-from pipelines.server.security import DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS, DEFAULT_PORT, MAX_UPLOAD_BYTES
+from pipelines.server.security import (DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS, DEFAULT_PORT, MAX_CHATS_PER_CLIENT,
+                                       MAX_REQUESTS_PER_CLIENT, MAX_UPLOAD_BYTES)
 
 
 def register(sub, cfg) -> None:
@@ -18,7 +19,8 @@ def register(sub, cfg) -> None:
         description="POST /v1/chat/completions (streamed or not; each answer with its numbered sources, "
                     "citation and grounding checks), GET /v1/models (one per collection), POST /v1/search "
                     "(as rag search --json), POST/GET /v1/documents and GET /v1/jobs/ID (uploads, ingested in the "
-                    "background), DELETE /v1/documents/ID, GET /health. Needs the server extra: "
+                    "background), DELETE /v1/documents/ID, GET/POST /v1/collections and DELETE /v1/collections/NAME, "
+                    "GET /health; the web chat page at /. Needs the server extra: "
                     "pip install -e '.[server]'.")
     add_answer_options(p, cfg)
     g = p.add_argument_group("server")
@@ -28,12 +30,18 @@ def register(sub, cfg) -> None:
     g.add_argument("--port", type=int, default=DEFAULT_PORT, help="(default: %(default)s)")
     g.add_argument("--server-key-env", metavar="NAME",
                    help="environment variable holding the key clients must send as 'Authorization: Bearer "
-                        "KEY' (default: no key, loopback only)")
+                        "KEY', or several keys separated by commas, one per client (default: no key, loopback "
+                        "only)")
     g.add_argument("--workers", type=int, default=1,
                    help="worker processes (default: %(default)s; more need a Qdrant server, --url)")
     g.add_argument("--max-concurrent-generations", type=int, metavar="N",
                    help=f"answers generated at once by a network LLM (default: {DEFAULT_NETWORK_GENERATIONS}; "
                         "a local model: 1)")
+    g.add_argument("--max-requests-per-client", type=int, default=MAX_REQUESTS_PER_CLIENT, metavar="N",
+                   help="API requests one client (key, or address without a key) may have in flight; one "
+                        "more gets 429 with Retry-After (default: %(default)s)")
+    g.add_argument("--max-chats-per-client", type=int, default=MAX_CHATS_PER_CLIENT, metavar="N",
+                   help="chat completions one client may have in flight, streams included (default: %(default)s)")
     g.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="allow browser pages from this origin, repeatable (default: CORS off)")
     g.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1_000_000, metavar="MB",
@@ -54,6 +62,10 @@ def serve_options(args):
     cfg = config_from_args(args)
     if args.max_concurrent_generations is not None and args.max_concurrent_generations < 1:
         raise ConfigError("--max-concurrent-generations must be 1 or more")
+    for flag, value in (("--max-requests-per-client", args.max_requests_per_client),
+                        ("--max-chats-per-client", args.max_chats_per_client)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: give 1 or more")
     if not args.max_upload_mb > 0:
         raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g}: give a size above 0")
     if not 0 <= args.port <= 65535:
@@ -61,6 +73,8 @@ def serve_options(args):
     options = ServeOptions(host=args.host, port=args.port, server_key_env=args.server_key_env,
                            workers=max(args.workers, 1), max_concurrent_generations=args.max_concurrent_generations,
                            cors_origins=args.cors_origin, log_level=args.log_level,
+                           max_requests_per_client=args.max_requests_per_client,
+                           max_chats_per_client=args.max_chats_per_client,
                            max_upload_bytes=max(1, int(args.max_upload_mb * 1_000_000)))
     check_bind(options.host, options.server_key())
     check_workers(cfg.store, args.workers)

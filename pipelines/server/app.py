@@ -7,6 +7,8 @@
     POST /v1/search              what `rag search --json` prints
     POST /v1/documents, GET /v1/documents, DELETE /v1/documents/{id}, GET /v1/jobs/{id}
                                  uploads and their ingest jobs, the document list (documents.py)
+    GET/POST /v1/collections, DELETE /v1/collections/{name}
+                                 list, create, delete collections (collections.py)
 
 A chat request is answered by RagPipeline itself (`RagPipeline.astream`: retrieval, prompt,
 LLM or extracts, the citation and grounding checks); a follow-up is rewritten first by
@@ -41,8 +43,9 @@ from starlette.exceptions import HTTPException
 from pipelines.answer import ChatSession
 from pipelines.config import RagConfig
 from pipelines.server import schemas as S
+from pipelines.server.collections import add_collection_routes
 from pipelines.server.documents import LimitBodyOrUpload, add_document_routes, upload_request_limit
-from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, RequireKey, send_error
+from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitPerClient, RequireKey, send_error
 from pipelines.server.state import GenerationInterrupted, ServeOptions, ServerState
 from rag.answer.llm import ChatMessage
 from rag.answer.prompt import strip_citations
@@ -319,10 +322,13 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     app.state.rag = state
     _add_error_handlers(app)
     _add_routes(app, state)
-    # Added innermost first: CORS (outermost) answers preflights, then the key, then the size.
+    # Added innermost first: CORS (outermost) answers preflights, then the key, then the
+    # client's share, then the size.
     app.add_middleware(CatchAll)
     app.add_middleware(LimitBodyOrUpload, limit=options.max_body_bytes or MAX_BODY_BYTES,
                        upload_limit=upload_request_limit(options.max_upload_bytes))
+    app.add_middleware(LimitPerClient, max_requests=options.max_requests_per_client,
+                       max_chats=options.max_chats_per_client)
     if key:
         app.add_middleware(RequireKey, key=key, open_routes=PAGE_ROUTES)
     if options.cors_origins:
@@ -410,6 +416,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 run.cancel()
 
     add_document_routes(app, state, error_response, exception_response)
+    add_collection_routes(app, state, error_response, exception_response)
 
 
 # ---------------------------------------------------------------------------- running it

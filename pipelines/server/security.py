@@ -12,6 +12,11 @@
   says a key is missing or wrong, never what was sent (uvicorn's access log has no headers).
 - Body: JSON endpoints take at most 1 MB (413 otherwise), checked on Content-Length and on the
   bytes actually received, before any parsing.
+- Share: each client (its key, or its address when the server has no key) may have at most
+  `--max-requests-per-client` API requests and `--max-chats-per-client` chat completions in
+  flight (a streamed answer counts until its last byte); one more is answered 429 with
+  Retry-After, so one client cannot fill the generation queue or the worker threads for all.
+  The variable may hold several keys separated by commas, one per client.
 
 The middlewares are plain ASGI (no FastAPI import here), so the CLI can run the bind rule
 without loading the web stack.
@@ -33,6 +38,11 @@ DEFAULT_PORT = 8000
 MAX_BODY_BYTES = 1_000_000
 MAX_UPLOAD_BYTES = 25_000_000  # per uploaded file: 25 MB
 DEFAULT_NETWORK_GENERATIONS = 4  # answers a network LLM generates at once (a local model: 1)
+MAX_REQUESTS_PER_CLIENT = 32  # API requests one client may have in flight
+MAX_CHATS_PER_CLIENT = 8  # chat completions one client may have in flight (streams included)
+RETRY_AFTER_SECONDS = 1
+CHAT_ROUTE = ("POST", "/v1/chat/completions")
+CLIENT_SCOPE_KEY = "rag.client"  # set by RequireKey: which key (by number) the request carries
 #: Routes that need no key: the health probe (load balancers, `curl`) and the web page (its script
 #: and style are added by the app).
 OPEN_ROUTES = frozenset({("GET", "/health"), ("GET", "/")})
@@ -66,6 +76,12 @@ def read_server_key(env_name: str | None) -> str | None:
         raise ConfigError(f"--server-key-env {env_name}: the variable is not set or empty "
                           f"(export {env_name}=... with the key clients will send as 'Bearer KEY')")
     return key
+
+
+def split_keys(value: str | None) -> tuple[str, ...]:
+    """The keys a server key variable holds: one, or several separated by commas (one per
+    client, so each has its own share of the server)."""
+    return tuple(k.strip() for k in (value or "").split(",") if k.strip())
 
 
 def check_bind(host: str, key: str | None) -> None:
@@ -103,6 +119,16 @@ def key_matches(supplied: bytes | None, key: bytes) -> bool:
     return hmac.compare_digest(hashlib.sha256(supplied).digest(), hashlib.sha256(key).digest())
 
 
+def matching_key(supplied: bytes | None, keys: Iterable[bytes]) -> int | None:
+    """The number of the key `supplied` is, or None. Every key is compared (no early exit), so
+    the time taken says nothing about which one matched, or how many there are to try."""
+    found = None
+    for i, key in enumerate(keys):
+        if key_matches(supplied, key) and found is None:
+            found = i
+    return found
+
+
 async def send_error(send: Send, status: int, message: str, code: str,
                      headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     """An OpenAI-shaped error response, from a middleware (before the app ran)."""
@@ -116,19 +142,74 @@ async def send_error(send: Send, status: int, message: str, code: str,
 
 
 class RequireKey:
-    """401 unless the request carries the server key (routes in OPEN_ROUTES excepted)."""
+    """401 unless the request carries a server key (routes in OPEN_ROUTES excepted). `key`: the
+    variable's value, one key or several separated by commas. The request's scope is marked with
+    the key's number (never the key), for LimitPerClient."""
 
     def __init__(self, app: ASGIApp, key: str, open_routes: frozenset[tuple[str, str]] = OPEN_ROUTES):
-        self.app, self._key, self.open_routes = app, key.encode(), open_routes
+        self.app, self.open_routes = app, open_routes
+        self._keys = [k.encode() for k in split_keys(key)]
+        if not self._keys:
+            raise ConfigError("the server key is empty")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["method"], scope["path"]) in self.open_routes:
             return await self.app(scope, receive, send)
-        if not key_matches(bearer_token(scope.get("headers", ())), self._key):
+        number = matching_key(bearer_token(scope.get("headers", ())), self._keys)
+        if number is None:
             return await send_error(send, 401, "missing or wrong API key: send the server key as "
                                     "'Authorization: Bearer KEY'", "invalid_api_key",
                                     [(b"www-authenticate", b'Bearer realm="rag"')])
+        scope[CLIENT_SCOPE_KEY] = f"key #{number + 1}"
         return await self.app(scope, receive, send)
+
+
+def client_of(scope: Scope) -> str:
+    """Who a request is for the per-client limits: its key's number, else its address."""
+    marked = scope.get(CLIENT_SCOPE_KEY)
+    if marked:
+        return marked
+    client = scope.get("client")
+    return f"address {client[0]}" if client else "address unknown"
+
+
+class LimitPerClient:
+    """429 with Retry-After when a client already has `max_requests` API requests, or (for a
+    chat completion) `max_chats` chats, in flight. Counted until the response's last byte, so
+    a streamed answer holds its place while it streams. The web page's files and /health are
+    not counted. Plain counters on the event loop (one thread): no lock is needed."""
+
+    def __init__(self, app: ASGIApp, max_requests: int = MAX_REQUESTS_PER_CLIENT,
+                 max_chats: int = MAX_CHATS_PER_CLIENT, retry_after: int = RETRY_AFTER_SECONDS):
+        self.app, self.max_requests, self.max_chats, self.retry_after = app, max_requests, max_chats, retry_after
+        self.requests: dict[str, int] = {}
+        self.chats: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            return await self.app(scope, receive, send)
+        who = client_of(scope)
+        is_chat = (scope["method"], scope["path"]) == CHAT_ROUTE
+        if self.requests.get(who, 0) >= self.max_requests:
+            return await self._refuse(send, f"too many requests in flight for this client ({self.max_requests} "
+                                      "at most): retry when one has finished")
+        if is_chat and self.chats.get(who, 0) >= self.max_chats:
+            return await self._refuse(send, f"too many chat completions in flight for this client "
+                                      f"({self.max_chats} at most): retry when one has finished")
+        counters = [self.requests] + ([self.chats] if is_chat else [])
+        for c in counters:
+            c[who] = c.get(who, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            for c in counters:
+                c[who] -= 1
+                if not c[who]:
+                    del c[who]
+
+    async def _refuse(self, send: Send, message: str) -> None:
+        await send_error(send, 429, message, "rate_limit_exceeded",
+                         [(b"retry-after", str(self.retry_after).encode())])
 
 
 class LimitBody:
