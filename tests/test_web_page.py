@@ -124,7 +124,7 @@ def _console(driver) -> list[dict]:
         return []
 
 
-def test_a_person_asks_the_page_and_opens_the_cited_source(server, tmp_path):
+def test_a_person_asks_the_page_opens_the_cited_source_and_uploads_a_pdf(server, tmp_path, pdf_bytes):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -142,9 +142,11 @@ def test_a_person_asks_the_page_and_opens_the_cited_source(server, tmp_path):
         driver.find_element(By.CSS_SELECTOR, "#key-form button").click()
         wait.until(lambda d: [o.text for o in Select(d.find_element(By.ID, "collection")).options] == ["docs", "notes"])
         assert not driver.find_element(By.ID, "key-box").is_displayed()
-        assert not driver.find_element(By.ID, "upload-box").is_displayed()  # no upload endpoint yet
+        assert driver.find_element(By.ID, "upload-box").is_displayed()
 
         Select(driver.find_element(By.ID, "collection")).select_by_visible_text("notes")
+        wait.until(lambda d: d.find_element(By.ID, "upload-target").text == "notes")
+        wait.until(lambda d: d.find_element(By.ID, "document-count").text == "1")  # tea.txt
         driver.find_element(By.ID, "question").send_keys("How hot should the water be for green tea?")
         driver.find_element(By.ID, "ask").click()
 
@@ -176,8 +178,34 @@ def test_a_person_asks_the_page_and_opens_the_cited_source(server, tmp_path):
         assert "1725" in turns[1].find_element(By.CSS_SELECTOR, ".unsupported").text
         assert turns[2].find_element(By.CSS_SELECTOR, ".error").text == "Error: the LLM stopped: HTTP 503"
         assert turns[2].find_element(By.CSS_SELECTOR, ".answer").text == "Oolong is"
+        # an upload: a PDF made here, into the selected collection; its outcome, then the list
+        pdf = tmp_path / "harvest report.pdf"
+        pdf.write_bytes(pdf_bytes([["Harvest report", "The pumpkin harvest weighed 412 kilograms this autumn."]]))
+        driver.find_element(By.ID, "upload-files").send_keys(str(pdf))
+        driver.find_element(By.ID, "upload").click()
+        outcome = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#upload-results .outcome.ingested")))
+        assert outcome.find_element(By.CSS_SELECTOR, ".file").text == "harvest report.pdf"
+        assert "ingested, 1 chunk(s)" in outcome.text
+        wait.until(lambda d: d.find_element(By.ID, "document-count").text == "2")
+        driver.find_element(By.CSS_SELECTOR, "#documents-box summary").click()
+        listed = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#documents .file")]
+        assert listed == ["harvest report.pdf", "tea.txt"]
+        # and the chat finds it at once
+        driver.find_element(By.ID, "question").send_keys("How heavy was the pumpkin harvest?")
+        driver.find_element(By.ID, "ask").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn")) == 4
+                   and "412 kilograms" in d.find_elements(By.CSS_SELECTOR, ".turn .answer")[-1].text)
+        # a wrong type is refused with the server's reason, and nothing is listed for it
+        bad = tmp_path / "script.exe"
+        bad.write_bytes(b"MZ\x90\x00 not a document")
+        driver.find_element(By.ID, "upload-files").send_keys(str(bad))
+        driver.find_element(By.ID, "upload").click()
+        refused = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#upload-results .outcome.failed")))
+        assert ".exe" in refused.text
+        assert driver.find_element(By.ID, "document-count").text == "2"
         problems = [e for e in _console(driver) if e["level"] == "SEVERE"]
-        assert problems == [], problems
+        assert all("/v1/documents" in e["message"] and "415" in e["message"] for e in problems), problems
+        driver.find_element(By.ID, "upload-results").location_once_scrolled_into_view
 
         shot = tmp_path / "rag_web_page.png"
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 1000
@@ -186,7 +214,7 @@ def test_a_person_asks_the_page_and_opens_the_cited_source(server, tmp_path):
         driver.execute_script("apiKey = 'a-wrong-key';")
         driver.find_element(By.ID, "question").send_keys("Still there?")
         driver.find_element(By.ID, "ask").click()
-        error = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".turn:nth-of-type(4) .error")))
+        error = wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, ".turn:nth-of-type(5) .error")))
         assert "missing or wrong API key" in error.text and "a-wrong-key" not in error.text
         assert driver.find_element(By.ID, "key-box").is_displayed()
         late = [e for e in _console(driver) if e["level"] == "SEVERE"]

@@ -4,6 +4,8 @@
 // POST /v1/chat/completions with stream: true, read as server-sent events from fetch()'s
 // ReadableStream. The first chunk carries the numbered `sources`, the middle ones the text,
 // the last the `citations`, `grounding` and backend; an `error` chunk ends a failed answer.
+// Uploads: POST /v1/documents (multipart), then GET /v1/jobs/ID until the job ends; the
+// document list is GET /v1/documents.
 // Model output is only ever put into the page as text (textContent, text nodes), never as
 // HTML, so an answer or a passage cannot inject markup. The server key, when one is needed,
 // lives in a variable of this script only: not in storage, cookies or the URL.
@@ -27,8 +29,8 @@ function setStatus(text, isError = false) {
   status.classList.toggle("error", isError);
 }
 
-function requestHeaders() {
-  const headers = { "Content-Type": "application/json" };
+function requestHeaders(json = true) {
+  const headers = json ? { "Content-Type": "application/json" } : {};
   if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
   return headers;
 }
@@ -67,7 +69,9 @@ async function loadCollections() {
   select.replaceChildren(...models.data.map((m) => el("option", "", m.id)));
   if (models.data.some((m) => m.id === previous)) select.value = previous;
   $("key-box").hidden = true;
+  $("upload-box").hidden = !models.data.length;
   setStatus(models.data.length ? "" : "the store has no collections yet (rag ingest adds one)");
+  showCollection();
 }
 
 $("key-form").addEventListener("submit", (event) => {
@@ -75,6 +79,93 @@ $("key-form").addEventListener("submit", (event) => {
   apiKey = $("key").value.trim();
   $("key").value = ""; // the variable keeps it; the field does not
   loadCollections();
+});
+
+// ------------------------------------------------------------------ uploads and documents
+
+const JOB_POLL_MS = 500;
+const JOB_WAIT_MS = 30 * 60 * 1000; // a bound: a job still running after this is left to the server
+
+function showCollection() {
+  $("upload-target").textContent = $("collection").value;
+  loadDocuments();
+}
+
+async function loadDocuments() {
+  const collection = $("collection").value;
+  if (!collection) return;
+  const response = await fetch(`/v1/documents?collection=${encodeURIComponent(collection)}`,
+                               { headers: requestHeaders(false) });
+  if (!response.ok) return; // the chat still works; the status line shows errors of actions
+  const docs = await response.json();
+  if (collection !== $("collection").value) return; // the picker moved on meanwhile
+  $("document-count").textContent = String(docs.data.length);
+  const byName = [...docs.data].sort((a, b) => fileName(a.source).localeCompare(fileName(b.source)));
+  $("documents").replaceChildren(...byName.map((d) => {
+    const item = el("li", "document");
+    item.append(el("span", "file", fileName(d.source)), el("span", "chunks", ` ${d.chunks} chunk(s)`));
+    return item;
+  }));
+}
+
+function outcomeLine(outcome) {
+  const item = el("li", `outcome ${outcome.status}`);
+  item.append(el("span", "file", fileName(outcome.source)), document.createTextNode(": "));
+  let text = outcome.status;
+  if (outcome.chunks) text += `, ${outcome.chunks} chunk(s)`;
+  if (outcome.reason) text += ` (${outcome.reason})`;
+  if (outcome.warnings && outcome.warnings.length) text += `; ${outcome.warnings.join("; ")}`;
+  item.append(el("span", "status", text));
+  return item;
+}
+
+async function upload(files) {
+  const collection = $("collection").value;
+  const form = new FormData();
+  form.append("collection", collection);
+  for (const file of files) form.append("file", file, file.name);
+  $("upload").disabled = true;
+  const results = $("upload-results");
+  results.replaceChildren(el("li", "outcome queued", `uploading ${files.length} file(s) to ${collection} ...`));
+  try {
+    const response = await fetch("/v1/documents", { method: "POST", headers: requestHeaders(false), body: form });
+    if (!response.ok) {
+      results.replaceChildren(el("li", "outcome failed error", await errorMessage(response)));
+      return;
+    }
+    const job = await response.json();
+    const deadline = Date.now() + JOB_WAIT_MS;
+    let state = job;
+    while (state.status === "queued" || state.status === "running") {
+      results.replaceChildren(el("li", "outcome queued", `${state.status}: ${job.files.map((f) => fileName(f.source)).join(", ")}`));
+      if (Date.now() > deadline) return;
+      await new Promise((resolve) => setTimeout(resolve, JOB_POLL_MS));
+      const polled = await fetch(`/v1/jobs/${encodeURIComponent(job.job_id)}`, { headers: requestHeaders(false) });
+      if (!polled.ok) {
+        results.replaceChildren(el("li", "outcome failed error", await errorMessage(polled)));
+        return;
+      }
+      state = await polled.json();
+    }
+    if (state.status === "failed") {
+      results.replaceChildren(el("li", "outcome failed error", `the job failed: ${state.error}`));
+      return;
+    }
+    results.replaceChildren(...state.outcomes.map(outcomeLine));
+    await loadDocuments();
+  } catch (e) {
+    results.replaceChildren(el("li", "outcome failed error", e.message));
+  } finally {
+    $("upload").disabled = false;
+  }
+}
+
+$("upload-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const files = [...$("upload-files").files];
+  if (!files.length) return;
+  $("upload-files").value = "";
+  upload(files);
 });
 
 // ------------------------------------------------------------------ one turn of the chat
@@ -266,6 +357,10 @@ function newChat() {
 }
 
 $("clear").addEventListener("click", newChat);
-$("collection").addEventListener("change", newChat); // a follow-up only makes sense in one collection
+$("collection").addEventListener("change", () => { // a follow-up only makes sense in one collection
+  newChat();
+  $("upload-results").replaceChildren();
+  showCollection();
+});
 
 loadCollections();
