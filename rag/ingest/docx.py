@@ -147,47 +147,51 @@ def _outline_level(el: Any) -> int | None:
 
 class HeadingLevels:
     """Heading level of a paragraph: 0 for "Title", N for "Heading N" or outline level N-1; None
-    for body text. Style look-ups are memoised per style id."""
+    for body text. What a style means is looked up once per style id (python-docx's style
+    look-up scans the styles part)."""
 
     def __init__(self, document: Any):
         self._document = document
-        self._by_style: dict[str | None, int | None] = {}
+        self._by_style: dict[str | None, tuple[int | None, bool]] = {}  # id -> (level, toc)
 
     def level(self, p: Any) -> int | None:
         own = _outline_level(p)
         if own is not None:
             return own + 1 if own < 9 else None
-        ids = p.xpath("./w:pPr/w:pStyle/@w:val")
-        style_id = ids[0] if ids else None
-        if style_id not in self._by_style:
-            self._by_style[style_id] = self._style_level(p)
-        return self._by_style[style_id]
+        return self._style_info(p)[0]
 
     def is_toc(self, p: Any) -> bool:
         """A table-of-contents entry or its "Contents" heading (styles "TOC 1".., "TOC Heading")."""
-        name = (self._style(p).name or "") if self._style(p) is not None else ""
-        return name.casefold().startswith("toc ")
+        return self._style_info(p)[1]
 
-    def _style(self, p: Any) -> Any:
-        from docx.text.paragraph import Paragraph
+    def _style_info(self, p: Any) -> tuple[int | None, bool]:
+        ids = p.xpath("./w:pPr/w:pStyle/@w:val")
+        style_id = ids[0] if ids else None
+        if style_id not in self._by_style:
+            from docx.text.paragraph import Paragraph
 
-        return Paragraph(p, self._document).style
+            style = Paragraph(p, self._document).style
+            toc = style is not None and (style.name or "").casefold().startswith("toc ")
+            self._by_style[style_id] = (_style_level(style), toc)
+        return self._by_style[style_id]
 
-    def _style_level(self, p: Any) -> int | None:
-        style = self._style(p)
-        if style is not None and (style.name or "").casefold() == "title":
-            return 0
-        for _ in range(16):  # the based-on chain; bounded against a cycle
-            if style is None:
-                return None
-            m = _HEADING_STYLE.fullmatch((style.name or "").strip())
-            if m:
-                return int(m.group(1))
-            lvl = _outline_level(style.element)
-            if lvl is not None:
-                return lvl + 1 if lvl < 9 else None
-            style = style.base_style
-        return None
+
+def _style_level(style: Any) -> int | None:
+    """Level of a paragraph style: "Title" 0, "Heading N" N, else an outline level on it or on a
+    style it is based on."""
+    if style is not None and (style.name or "").casefold() == "title":
+        return 0
+    for _ in range(16):  # the based-on chain; bounded against a cycle
+        if style is None:
+            return None
+        m = _HEADING_STYLE.fullmatch((style.name or "").strip())
+        if m:
+            return int(m.group(1))
+        lvl = _outline_level(style.element)
+        if lvl is not None:
+            return lvl + 1 if lvl < 9 else None
+        style = style.base_style
+    return None
 
 
 def meaningful_title(title: str | None) -> str | None:
