@@ -16,6 +16,7 @@ model = "sentence-transformers/all-MiniLM-L6-v2"
 [chunking]
 size = 256
 overlap = 32
+context = true             # document title and section in front of what is embedded and indexed
 
 [ingest]
 exclude = ["drafts/*"]
@@ -90,11 +91,13 @@ class EncoderConfig(_Section):
 class ChunkingConfig(_Section):
     size: int = Field(DEFAULT_CHUNK_SIZE, ge=16)
     overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0)
+    context: bool = Field(True, description="document context (title, section) embedded and indexed "
+                          "with each chunk; fixed per collection")
 
     def build(self):
         from rag.ingest.chunking import Chunker
 
-        return Chunker(self.size, self.overlap)
+        return Chunker(self.size, self.overlap, context=self.context)
 
 
 class IngestConfig(_Section):

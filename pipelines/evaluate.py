@@ -49,12 +49,14 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
 
 
-def default_collection(folder: str, model: str = DEFAULT_MODEL) -> str:
+def default_collection(folder: str, model: str = DEFAULT_MODEL, context: bool = True) -> str:
     """`beir-<folder>` for the default encoder, `beir-<folder>-<model name>` for any other, so
     that evaluating a fine-tuned model never meets the default model's collection (whose
-    recorded encoder would not match)."""
+    recorded encoder would not match); `-no-context` after it for chunks without document
+    context, which a collection never mixes with chunks that have it."""
     base = f"beir-{Path(folder).resolve().name}"
-    return base if model == DEFAULT_MODEL else f"{base}-{model_slug(model)}"
+    base = base if model == DEFAULT_MODEL else f"{base}-{model_slug(model)}"
+    return base if context else f"{base}-no-context"
 
 
 def collapse(sources: Sequence[str], depth: int = DOC_DEPTH) -> list[str]:
@@ -92,7 +94,8 @@ def eval_retrieval(
 
     data = load_beir(folder, split)
     encoder = encoder or SentenceEncoder()
-    store = store or StoreSettings(collection=default_collection(folder, encoder.model))
+    chunker = chunker or Chunker()
+    store = store or StoreSettings(collection=default_collection(folder, encoder.model, chunker.context))
     n_docs = count_corpus(folder)
     rep = ingest_documents(corpus_documents(folder), encoder=encoder, store=store, chunker=chunker,
                            progress=progress)

@@ -165,8 +165,10 @@ def _file_hash(path: Path) -> str:
 
 
 def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> None:
-    """Child process: wait for ([paths], max_seq_length) on `requests`, then load and chunk the
-    files, putting (path, doc, chunks, reason) on `out`, then None. A process, not a thread:
+    """Child process: wait for ([paths], max_seq_length[, [sources]]) on `requests`, then load and
+    chunk the files, putting (path, doc, chunks, reason) on `out`, then None. A file is chunked
+    under its source (a label, when it has one), since its chunks' document context names it by
+    its file name. A process, not a thread:
     pypdf holds the GIL, which would stall the encoder's many small torch calls. It runs at the
     encoder's priority: niced, it starved while the encoder held both cores and the encoder then
     waited for it (1.7 s of 18 s on the arXiv PDFs); at equal priority it stays ahead, bounded by
@@ -186,12 +188,15 @@ def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> N
     from rag.embed.encoder import TokenCounter
 
     chunker = Chunker.from_dict(chunker_cfg)
-    paths, max_seq_length = requests.get()
+    paths, max_seq_length, *rest = requests.get()
+    sources = rest[0] if rest else [None] * len(paths)
     counter = TokenCounter(model, max_seq_length)
 
-    for p in paths:
+    for p, src in zip(paths, sources):
         try:
             doc = load(p)
+            if src and src != doc.source:
+                doc = doc.model_copy(update={"source": src})
             item = (p, doc, chunker.split(doc, counter), None)
         except LoadError as e:
             item = (p, None, [], e.reason)
@@ -218,10 +223,11 @@ class _LoaderProcess:
                                  args=(self._requests, self._out, chunker.to_dict(), model, os.getpid()))
         self._proc.start()
 
-    def items(self, paths: list[Path], max_seq_length: int):
+    def items(self, paths: list[Path], max_seq_length: int, sources: list[str] | None = None):
         """Yield (path, doc, chunks, reason) in order, and IDLE whenever nothing is ready yet
-        (the caller can encode what it holds instead of waiting)."""
-        self._requests.put(([str(p) for p in paths], max_seq_length))
+        (the caller can encode what it holds instead of waiting). `sources`: the source each
+        file is chunked under (default: its resolved path)."""
+        self._requests.put(([str(p) for p in paths], max_seq_length, sources))
         seen = 0
         while seen < len(paths):
             try:
@@ -324,7 +330,8 @@ def ingest(
                 todo.append((p, any(v.file_hash != digest for v in versions)))
         if todo:
             items = (item if item is IDLE else _relabel(name(item[0]), *item[1:])
-                     for item in loader.items([p for p, _ in todo], encoder.max_seq_length))
+                     for item in loader.items([p for p, _ in todo], encoder.max_seq_length,
+                                              [name(p) for p, _ in todo]))
             _run(items, len(todo), {name(p): old for p, old in todo}, encoder, write, report,
                  batch_size, progress, dedup)
         if prune:
@@ -357,7 +364,8 @@ def _check_open_store(vs: VectorStore, encoder: SentenceEncoder, chunker: Chunke
     """An open collection to write to, if it was built with this encoder and chunking."""
     size, _ = chunker.limits(encoder)
     wanted = vs.info.model_copy(update={"model": encoder.model_id, "dimension": encoder.dimension,
-                                        "chunk_size": size, "chunk_overlap": chunker.chunk_overlap})
+                                        "chunk_size": size, "chunk_overlap": chunker.chunk_overlap,
+                                        "context": chunker.context})
     check_compatible(getattr(vs, "name", "?"), vs.info, wanted)
     return vs
 
@@ -375,7 +383,7 @@ def _open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker
     size, _ = chunker.limits(encoder)
     info = CollectionInfo(model=encoder.model_id, dimension=encoder.dimension,
                           text_index=text_index or TextIndexSettings(),
-                          chunk_size=size, chunk_overlap=chunker.chunk_overlap)
+                          chunk_size=size, chunk_overlap=chunker.chunk_overlap, context=chunker.context)
     return open_store(settings, info=info, create=True)
 
 
@@ -444,7 +452,7 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
     def flush_batch(bar) -> None:
         if not pending:
             return
-        vectors = encoder.encode([c.text for c in pending])
+        vectors = encoder.encode([c.indexed_text for c in pending])  # with its context, if any
         emptied: list[str] = []
         if dedup is not None:
             keep = dedup.check(pending, vectors)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+CONTEXT_SEPARATOR = "\n\n"  # between a chunk's context and its text in Chunk.indexed_text
+
 
 def page_label(start: int, end: int) -> str:
     """How a page range is shown and cited: "3" for one page, "3-5" for several. One function, so
@@ -48,9 +50,19 @@ class Chunk(BaseModel):
     section: str | None = None
     char_start: int = Field(description="offset into the document's cleaned text (pages joined by blank lines)")
     char_end: int
-    text: str
-    n_tokens: int = Field(description="length in the encoder's own tokenizer, special tokens included")
-    n_tiktoken: int = Field(description="length in tiktoken (cl100k_base), for prompt budgets")
+    text: str = Field(description="the document's text, as cited and put in prompts (never the context)")
+    n_tokens: int = Field(description="length of indexed_text (what is embedded) in the encoder's own "
+                          "tokenizer, special tokens included")
+    n_tiktoken: int = Field(description="length of text in tiktoken (cl100k_base), for prompt budgets")
+    context: str | None = Field(None, description="the document context put in front of the text "
+                                "that is embedded and indexed (rag.ingest.context): None when the "
+                                "chunker ran without context, '' when it had nothing to say")
+
+    @property
+    def indexed_text(self) -> str:
+        """What is embedded and indexed for BM25: the context, a blank line, the text (the blank
+        line as in a BEIR passage's title and text); the text alone without a context."""
+        return f"{self.context}{CONTEXT_SEPARATOR}{self.text}" if self.context else self.text
 
 
 class Passage(BaseModel):

@@ -39,7 +39,7 @@ def check_chunks(doc: Document, chunks, encoder, limit: int) -> None:
     """Invariants every chunking must keep."""
     text, spans = document_text(doc)
     assert chunks, "no chunks"
-    counts = encoder.count_tokens([c.text for c in chunks])
+    counts = encoder.count_tokens([c.indexed_text for c in chunks])  # context + text: what is embedded
     for i, (c, n) in enumerate(zip(chunks, counts)):
         assert c.chunk_index == i
         assert n <= limit, f"chunk {i} has {n} tokens > {limit}"
@@ -226,7 +226,7 @@ def test_ids_stable_and_content_addressed(encoder):
     assert [c.id for c in first] == [c.id for c in again]
     assert len({c.id for c in first}) == len(first)
 
-    changed = doc_of(prose(30, 40).replace("Sentence 3 ", "Sentence three "), prose(30, 41))
+    changed = doc_of(prose(30, 40).replace("Sentence 1 ", "Sentence one "), prose(30, 41))
     changed_ids = [c.id for c in chunker.split(changed, encoder)]
     assert changed_ids[0] != first[0].id  # the edited chunk has a new id
     other_source = doc_of(prose(30, 40), prose(30, 41), source="/docs/other.pdf")
@@ -246,7 +246,7 @@ def test_chunk_documents_and_serialisation(encoder):
     assert [c.source for c in chunks] == ["/a.txt", "/b.txt"]
     chunker = Chunker(chunk_size=100, chunk_overlap=10)
     assert Chunker.from_dict(chunker.to_dict()).to_dict() == chunker.to_dict() == {
-        "type": "Chunker", "init_parameters": {"chunk_size": 100, "chunk_overlap": 10}}
+        "type": "Chunker", "init_parameters": {"chunk_size": 100, "chunk_overlap": 10, "context": True}}
 
 
 def test_the_sentence_rule():

@@ -17,9 +17,10 @@ from typing import Any, Self
 import numpy as np
 
 from connectors.qdrant.schema import DENSE, chunk_payload
+from rag.errors import ConfigError
 from rag.models import Chunk
 from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, Leg, QuerySpec,
-                              check_compatible, versions_from_payloads)
+                              check_compatible, context_mismatch, versions_from_payloads)
 
 SCROLL_PAGE = 1024
 
@@ -118,7 +119,10 @@ class QdrantStoreBase(ABC):
 
     # ------------------------------------------------------------------ writes
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
-        points = [self._point(c.id, {DENSE: v.tolist()}, chunk_payload(c, file_chunks[c.source]))
+        context = self.info.context
+        if any((c.context is not None) != context for c in chunks):  # never mixed, even by a script
+            raise ConfigError(context_mismatch(self.name, context))
+        points = [self._point(c.id, {DENSE: v.tolist()}, chunk_payload(c, file_chunks[c.source], context))
                   for c, v in zip(chunks, vectors)]
         self._upsert_points(points)
 

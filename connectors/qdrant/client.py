@@ -8,7 +8,7 @@ import os
 import warnings
 
 from connectors.qdrant.base import QdrantStoreBase
-from connectors.qdrant.schema import DENSE, TEXT_FIELD, payload_indexes
+from connectors.qdrant.schema import DENSE, payload_indexes, text_field
 from rag.errors import CollectionNotFoundError, ConfigError, StoreLockedError
 from rag.search.store import CollectionInfo, TextIndexSettings
 
@@ -80,7 +80,8 @@ class ClientStore(QdrantStoreBase):
         with warnings.catch_warnings():  # local mode: "payload indexes have no effect"
             warnings.simplefilter("ignore", UserWarning)
             for field, schema in payload_indexes(text_index_params(self.info.text_index),
-                                                 m.PayloadSchemaType.KEYWORD, m.PayloadSchemaType.INTEGER):
+                                                 m.PayloadSchemaType.KEYWORD, m.PayloadSchemaType.INTEGER,
+                                                 self.info.context):
                 self._client.create_payload_index(self.name, field, schema)
 
     # ------------------------------------------------------------------ filters
@@ -125,7 +126,7 @@ class ClientStore(QdrantStoreBase):
         return {"query": vector, "using": DENSE}
 
     def _text_leg(self, text):
-        return {"query": self._m.TextQuery(text=text), "using": TEXT_FIELD}
+        return {"query": self._m.TextQuery(text=text), "using": text_field(self.info.context)}
 
     def _rrf(self, k, weights):
         m = self._m

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 from connectors.qdrant.base import QdrantStoreBase
-from connectors.qdrant.schema import DENSE, TEXT_FIELD, payload_indexes
+from connectors.qdrant.schema import DENSE, payload_indexes, text_field
 from rag.errors import CollectionNotFoundError, StoreLockedError
 from rag.search.store import CollectionInfo, TextIndexSettings
 
@@ -84,7 +84,7 @@ class EdgeStore(QdrantStoreBase):
         # Idempotent, so a crash right after creating the shard is mended on the next open.
         have = set(shard.info().payload_schema)
         wanted = payload_indexes(text_index_params(self.info.text_index), qe.PayloadSchemaType.Keyword,
-                                 qe.PayloadSchemaType.Integer)
+                                 qe.PayloadSchemaType.Integer, self.info.context)
         missing = [(f, schema) for f, schema in wanted if f not in have]
         for field, schema in missing:
             shard.update(qe.UpdateOperation.create_field_index(field, schema))
@@ -136,7 +136,7 @@ class EdgeStore(QdrantStoreBase):
         return {"query": self._qe.Query.Nearest(vector, using=DENSE)}
 
     def _text_leg(self, text):
-        return {"query": self._qe.TextQuery(TEXT_FIELD, text)}
+        return {"query": self._qe.TextQuery(text_field(self.info.context), text)}
 
     def _rrf(self, k, weights):
         return self._qe.Fusion.Rrf(k=k, weights=weights)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.cli.options import ENCODER, FUSION, STORE, add_config_option, add_options, config_from_args
+from pipelines.cli.options import CONTEXT, ENCODER, FUSION, STORE, add_config_option, add_options, config_from_args
 
 
 def register(sub, cfg) -> None:
@@ -19,6 +19,7 @@ def register(sub, cfg) -> None:
     add_options(e, "hybrid fusion (defaults chosen on SciFact train queries)", FUSION, cfg)
     add_options(e, "encoder (the default collection is beir-FOLDER, or beir-FOLDER-MODELNAME for "
                    "another model)", ENCODER, cfg)
+    add_options(e, "chunking (the default collection gets -no-context without it)", CONTEXT, cfg)
     e.add_argument("--modes", default="dense,bm25,hybrid", help="comma-separated (default: %(default)s)")
     e.add_argument("--out", metavar="JSON", help="write the report as JSON here")
     e.add_argument("--no-progress", action="store_true")
@@ -38,11 +39,14 @@ def cmd_eval_retrieval(args) -> int:
 
     from pipelines import render
     from pipelines.evaluate import default_collection, eval_retrieval
+    from rag.ingest.chunking import Chunker
 
     cfg = config_from_args(args)
+    context = cfg.chunking.context
     store = cfg.store.settings().model_copy(
-        update={"collection": args.collection or default_collection(args.folder, cfg.encoder.model)})
+        update={"collection": args.collection or default_collection(args.folder, cfg.encoder.model, context)})
     report = eval_retrieval(args.folder, split=args.split, store=store, encoder=cfg.encoder.build(),
+                            chunker=Chunker(context=context),
                             modes=[m.strip() for m in args.modes.split(",") if m.strip()],
                             retriever_settings={k: v for k, v in cfg.retrieval.settings().items() if k != "mode"},
                             progress=not args.no_progress)

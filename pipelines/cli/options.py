@@ -76,7 +76,10 @@ ENCODER = [
 CHUNKING = [
     _opt("--chunk-size", "chunking.size", "chunk size in encoder tokens (default: %(default)s)", type=int),
     _opt("--chunk-overlap", "chunking.overlap", "overlap in encoder tokens (default: %(default)s)", type=int),
+    _opt("--no-context", "chunking.context", "embed and index each chunk's text alone, without its "
+                                             "document's title and section in front", action="store_false"),
 ]
+CONTEXT = CHUNKING[2:]  # --no-context alone (rag eval retrieval)
 INGEST = [
     _opt("--include", "ingest.include", "file glob to take, repeatable (default: *.pdf *.txt *.md ...)",
          action="append", metavar="GLOB", to_cli=lambda v: None, from_cli=lambda v: v),

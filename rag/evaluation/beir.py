@@ -83,13 +83,15 @@ def corpus_passages(root: str | Path, ids: set[str] | None = None) -> dict[str, 
 
 
 def corpus_documents(root: str | Path) -> Iterator[Document]:
-    """One Document per corpus entry with a passage, source = the doc id."""
+    """One Document per corpus entry with a passage, source = the doc id, title = the entry's
+    title (its chunks' document context; the passage's first chunk, which begins with it, does
+    not get it twice)."""
     for did, d in corpus_entries(root):
         body = passage_text(d)
         if not body:
             continue
         yield Document(source=did, file_hash=hashlib.sha256(body.encode()).hexdigest(),
-                       pages=[Page(number=1, text=body)])
+                       pages=[Page(number=1, text=body)], title=(d.get("title") or "").strip() or None)
 
 
 def count_corpus(root: str | Path) -> int:

@@ -6,6 +6,12 @@ Sentences (by rag.text.sentences, the package's one rule) are packed greedily up
 `chunk_size`; the next chunk starts with the trailing sentences of the previous one that fit in
 `chunk_overlap`. A sentence longer than a chunk is cut at token boundaries (at a space where one
 is near). Markdown sections never share a chunk.
+
+With `context` (the default), each chunk also carries its document's context (title and section,
+rag.ingest.context) in front of the text that is embedded and indexed (Chunk.indexed_text). Its
+tokens count against `chunk_size` like the text's: context + text fit the chunk size, special
+tokens included, and the context is capped at a quarter of it. Chunk.text, and so the chunk id,
+is cut from the document as without context.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rag.errors import ConfigError
+from rag.ingest.context import chunk_context, context_cap, cut_at_word, title_part
 from rag.models import Chunk, Document
 from rag.text.sentences import sentence_spans
 from rag.text.tokens import count_tiktoken
@@ -69,15 +76,20 @@ class Chunker:
 
     chunk_size: None uses the encoder's max_seq_length.
     chunk_overlap: tokens of trailing sentences repeated at the start of the next chunk.
+    context: put the document's title and the chunk's section in front of what is embedded and
+    indexed (Chunk.context, Chunk.indexed_text); False gives the chunks of before, context None.
     """
 
-    def __init__(self, chunk_size: int | None = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP):
+    def __init__(self, chunk_size: int | None = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
+                 context: bool = True):
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
+        self.context = context
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Chunker",
-                "init_parameters": {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap}}
+                "init_parameters": {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
+                                    "context": self.context}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunker:
@@ -104,12 +116,15 @@ class Chunker:
         size, special = self.limits(encoder)
         budget = size - special
         text, pages = document_text(doc)
-        units = self._units(text, pages, encoder, budget, special)
-        groups = self._pack(units, budget)
-        chunks = self._make_chunks(doc, text, groups, encoder, size)
+        contexts = _Contexts(doc, encoder, budget, special) if self.context else None
+        # Content tokens left for the text of a section's chunks: the budget less its context's.
+        room = {sec: budget - (contexts.reserve(sec) if contexts else 0) for _, _, _, sec in pages}
+        units = self._units(text, pages, encoder, room, special)
+        groups = self._pack(units, room)
+        chunks = self._make_chunks(doc, text, groups, encoder, size, contexts)
         return chunks
 
-    def _units(self, text, pages, encoder: Tokenizes, budget: int, special: int) -> list[_Unit]:
+    def _units(self, text, pages, encoder: Tokenizes, room: dict[str | None, int], special: int) -> list[_Unit]:
         raw: list[tuple[int, int, int, str | None, int]] = []
         for part, (start, end, number, section) in enumerate(pages):
             for s, e in sentence_spans(text[start:end], start):
@@ -118,6 +133,7 @@ class Chunker:
         units: list[_Unit] = []
         for (s, e, page, section, part), n in zip(raw, counts):
             n -= special
+            budget = room[section]
             if n <= budget:
                 units.append(_Unit(s, e, page, section, n, part))
             else:
@@ -125,7 +141,7 @@ class Chunker:
                              for a, b, k in _split_long(text, s, e, encoder, budget, special))
         return units
 
-    def _pack(self, units: list[_Unit], budget: int) -> list[list[_Unit]]:
+    def _pack(self, units: list[_Unit], room: dict[str | None, int]) -> list[list[_Unit]]:
         groups: list[list[_Unit]] = []
         current: list[_Unit] = []
         used = 0
@@ -135,6 +151,7 @@ class Chunker:
             last = current[-1] if current else None
             boundary = last is not None and (u.section != last.section or (
                 u.section is not None and u.part != last.part))
+            budget = room[u.section]  # a chunk holds one section: its room is the chunk's
             # +1 per joint: a space between sentences can cost a token in some tokenizers
             if current and (boundary or used + u.tokens + 1 > budget):
                 if fresh:
@@ -161,42 +178,76 @@ class Chunker:
         return kept if len(kept) < len(group) else []
 
     def _make_chunks(self, doc: Document, text: str, groups: list[list[_Unit]],
-                     encoder: Tokenizes, size: int) -> list[Chunk]:
-        bodies = [text[g[0].start:g[-1].end] for g in groups]
-        counts = encoder.count_tokens(bodies)
+                     encoder: Tokenizes, size: int, contexts: _Contexts | None) -> list[Chunk]:
+        def draft(g: list[_Unit]) -> Chunk:
+            """The group's chunk with everything but its index and token counts."""
+            start, end = g[0].start, g[-1].end
+            body = text[start:end]
+            return Chunk(id=chunk_id(doc.source, start, end, body), source=doc.source,
+                         file_hash=doc.file_hash, chunk_index=0, page_start=g[0].page,
+                         page_end=g[-1].page, section=g[0].section, char_start=start, char_end=end,
+                         text=body, n_tokens=0, n_tiktoken=0,
+                         context=None if contexts is None else contexts.of(g[0].section, body))
+
+        drafts = [draft(g) for g in groups]
+        counts = encoder.count_tokens([c.indexed_text for c in drafts])
         # Joints can tokenize differently from the parts; re-split the rare group that overflows.
-        fixed_groups, fixed_bodies, fixed_counts = [], [], []
-        for g, body, n in zip(groups, bodies, counts):
+        fixed, fixed_counts = [], []
+        for g, c, n in zip(groups, drafts, counts):
             if n <= size:
-                fixed_groups.append(g)
-                fixed_bodies.append(body)
+                fixed.append(c)
                 fixed_counts.append(n)
                 continue
-            for part in _halve(g, text, encoder, size):
-                fixed_groups.append(part)
-                b = text[part[0].start:part[-1].end]
-                fixed_bodies.append(b)
-                fixed_counts.append(encoder.count_tokens([b])[0])
-        tik = count_tiktoken(fixed_bodies)
-        chunks = []
-        for i, (g, body, n, t) in enumerate(zip(fixed_groups, fixed_bodies, fixed_counts, tik)):
-            start, end = g[0].start, g[-1].end
-            chunks.append(Chunk(
-                id=chunk_id(doc.source, start, end, body), source=doc.source,
-                file_hash=doc.file_hash, chunk_index=i, page_start=g[0].page,
-                page_end=g[-1].page, section=g[0].section, char_start=start, char_end=end,
-                text=body, n_tokens=n, n_tiktoken=t))
-        return chunks
+            for part in _halve(g, lambda p: encoder.count_tokens([draft(p).indexed_text])[0], size):
+                c = draft(part)
+                fixed.append(c)
+                fixed_counts.append(encoder.count_tokens([c.indexed_text])[0])
+        tik = count_tiktoken([c.text for c in fixed])
+        return [c.model_copy(update={"chunk_index": i, "n_tokens": n, "n_tiktoken": t})
+                for i, (c, n, t) in enumerate(zip(fixed, fixed_counts, tik))]
 
 
-def _halve(group: list[_Unit], text: str, encoder: Tokenizes, size: int) -> list[list[_Unit]]:
+class _Contexts:
+    """The contexts of one document's chunks, capped to fit (rag.ingest.context), and how many
+    content tokens each section must keep free for its chunks' context."""
+
+    def __init__(self, doc: Document, encoder: Tokenizes, budget: int, special: int):
+        self.title = title_part(doc.source, doc.title)
+        self.encoder, self.special, self.cap = encoder, special, context_cap(budget)
+        self._capped: dict[str, tuple[str, int]] = {}
+
+    def _fit(self, raw: str) -> tuple[str, int]:
+        """`raw` cut at a word to at most `cap` content tokens, and its content tokens."""
+        if raw not in self._capped:
+            ctx, limit = raw, self.cap
+            n = self.encoder.count_tokens([ctx])[0] - self.special if ctx else 0
+            while n > self.cap:  # a cut can tokenize differently: tighten until it fits
+                ctx = cut_at_word(raw, self.encoder.token_offsets(raw), limit)
+                n = self.encoder.count_tokens([ctx])[0] - self.special if ctx else 0
+                limit -= 1
+            self._capped[raw] = (ctx, n)
+        return self._capped[raw]
+
+    def reserve(self, section: str | None) -> int:
+        """Content tokens a chunk of `section` keeps for its context: the longer of its two
+        forms (with the title, and without it for a chunk that begins with the title), plus one
+        for the blank line between context and text."""
+        longest = max(self._fit(chunk_context(self.title, section, ""))[1],
+                      self._fit(chunk_context(None, section, ""))[1])
+        return longest + 1 if longest else 0
+
+    def of(self, section: str | None, body: str) -> str:
+        return self._fit(chunk_context(self.title, section, body))[0]
+
+
+def _halve(group: list[_Unit], measure, size: int) -> list[list[_Unit]]:
+    """Split `group` in halves until each part's chunk measures at most `size` tokens."""
     if len(group) == 1:
         return [group]  # a single unit was already cut to the budget by token offsets
     mid = len(group) // 2
     out = []
     for part in (group[:mid], group[mid:]):
-        n = encoder.count_tokens([text[part[0].start:part[-1].end]])[0]
-        out.extend([part] if n <= size else _halve(part, text, encoder, size))
+        out.extend([part] if measure(part) <= size else _halve(part, measure, size))
     return out
 
 

@@ -43,6 +43,9 @@ class CollectionInfo(BaseModel):
     text_index: TextIndexSettings = Field(default_factory=TextIndexSettings)
     chunk_size: int = Field(description="chunk size in encoder tokens, fixed per collection")
     chunk_overlap: int
+    context: bool = Field(False, description="chunks embedded and BM25-indexed with their document "
+                          "context (title, section); false for every collection recorded before "
+                          "the field existed, which were built without it")
 
 
 def check_compatible(name: str, recorded: CollectionInfo, wanted: CollectionInfo) -> None:
@@ -59,6 +62,22 @@ def check_compatible(name: str, recorded: CollectionInfo, wanted: CollectionInfo
             f"collection '{name}' was chunked with chunk_size {recorded.chunk_size} and overlap "
             f"{recorded.chunk_overlap}, not {wanted.chunk_size}/{wanted.chunk_overlap}: use the "
             "recorded settings, or another --collection.")
+    if recorded.context != wanted.context:
+        raise ConfigError(context_mismatch(name, recorded.context))
+
+
+def context_mismatch(name: str, recorded: bool) -> str:
+    """Why chunks made with (or without) document context cannot join collection `name`, and the
+    fix: its chunks and these would be embedded and BM25-indexed differently."""
+    if recorded:
+        return (f"collection '{name}' was built with document context (each chunk embedded and "
+                "indexed with its document's title and section); these chunks have none. Ingest "
+                "with context (drop --no-context, or [chunking] context = true), or use another "
+                "--collection.")
+    return (f"collection '{name}' was built without document context (made before it existed, or "
+            "with --no-context); these chunks carry it. Ingest with --no-context (or [chunking] "
+            "context = false) to add to it, or use another --collection (or delete this one and "
+            "ingest again) to have context.")
 
 
 class FileVersion(BaseModel):
