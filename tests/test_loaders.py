@@ -1,25 +1,15 @@
-"""Loaders: PDFs (good, encrypted, truncated, image-only, garbled, over pypdf's limits), text in
-several encodings, Markdown sections, and the directory walk."""
+"""Loaders: text in several encodings, Markdown sections, the directory walk, and the refusals
+that are the same for every type (empty, missing, unsupported). PDFs: tests/test_pdf_loader.py."""
 
 from __future__ import annotations
 
 import codecs
-import hashlib
-import io
 
-import pypdf
 import pytest
 
 from rag.errors import LoadError
 from rag.ingest.loaders import find_files, iter_documents, load, markdown_sections, source_name
 from rag.models import Document
-
-PROSE = [
-    "The quick brown fox jumps over the lazy dog and runs into the forest.",
-    "It is a fine day for a walk, and the sun is shining on the hills.",
-    "We read the report that was written by the team in the spring.",
-]
-
 
 def write(tmp_path, name: str, data: bytes):
     path = tmp_path / name
@@ -33,109 +23,6 @@ def load_error(path) -> str:
         load(path)
     assert info.value.source == str(path)
     return info.value.reason
-
-
-def encrypted(data: bytes, user: str, owner: str) -> bytes:
-    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(data)))
-    writer.encrypt(user_password=user, owner_password=owner)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
-
-
-# ------------------------------------------------------------------ PDF
-
-
-def test_pdf_helper_has_a_text_layer(pdf_bytes):
-    reader = pypdf.PdfReader(io.BytesIO(pdf_bytes([["Hello (world)", "café"], ["two"]])), strict=True)
-    assert len(reader.pages) == 2
-    assert reader.pages[0].extract_text().split("\n")[:2] == ["Hello (world)", "café"]
-    assert reader.pages[1].extract_text().strip() == "two"
-
-
-def test_good_multipage_pdf(tmp_path, pdf_bytes):
-    data = pdf_bytes([[f"Page {n} says: {line}" for line in PROSE] for n in (1, 2, 3)])
-    path = write(tmp_path, "good.pdf", data)
-    doc = load(path)
-    assert isinstance(doc, Document)
-    assert [p.number for p in doc.pages] == [1, 2, 3]
-    for n, page in enumerate(doc.pages, start=1):
-        assert page.text.startswith(f"Page {n} says: The quick brown fox")
-        assert "\n" not in page.text  # single line breaks became spaces
-        assert page.section is None
-    assert doc.source == path.resolve().as_posix()
-    assert doc.file_hash == hashlib.sha256(data).hexdigest()
-    assert doc.warnings == []
-
-
-def test_pdf_text_is_cleaned(tmp_path, pdf_bytes):
-    lines = PROSE + ["We fine-tune the model; the com-", "putational cost is low."]
-    doc = load(write(tmp_path, "clean.pdf", pdf_bytes([lines])))
-    assert "the computational cost is low." in doc.pages[0].text
-
-
-def test_pdf_with_user_password_is_refused(tmp_path, pdf_bytes):
-    data = encrypted(pdf_bytes([PROSE]), user="secret", owner="owner-secret")
-    assert pypdf.PdfReader(io.BytesIO(data)).is_encrypted
-    reason = load_error(write(tmp_path, "locked.pdf", data))
-    assert "encrypted" in reason and "password" in reason
-
-
-def test_pdf_with_owner_password_only_loads(tmp_path, pdf_bytes):
-    data = encrypted(pdf_bytes([PROSE, PROSE[::-1]]), user="", owner="owner-secret")
-    assert pypdf.PdfReader(io.BytesIO(data)).is_encrypted
-    doc = load(write(tmp_path, "owner.pdf", data))
-    assert [p.number for p in doc.pages] == [1, 2]
-    assert doc.pages[0].text.startswith("The quick brown fox")
-    assert doc.pages[1].text.startswith("We read the report")
-
-
-@pytest.mark.parametrize("keep", [0.5, 0.25, 0.9])
-def test_truncated_pdf_is_corrupt(tmp_path, pdf_bytes, keep):
-    data = pdf_bytes([PROSE, PROSE])
-    cut = data[: int(len(data) * keep)]
-    reason = load_error(write(tmp_path, "cut.pdf", cut))
-    assert "corrupt or truncated" in reason
-
-
-def test_pdf_without_text_layer_needs_ocr(tmp_path, pdf_bytes):
-    reason = load_error(write(tmp_path, "scan.pdf", pdf_bytes([[], []])))
-    assert "no text layer" in reason and "needs OCR" in reason
-    assert "2 page(s)" in reason
-
-
-def test_blank_page_among_text_pages_is_warned_and_skipped(tmp_path, pdf_bytes):
-    doc = load(write(tmp_path, "mixed.pdf", pdf_bytes([PROSE, [], PROSE])))
-    assert [p.number for p in doc.pages] == [1, 3]  # page numbers stay the PDF's own
-    assert len(doc.warnings) == 1
-    assert "1 of 3 page(s) have no text layer" in doc.warnings[0]
-    assert "page 2" in doc.warnings[0]
-
-
-def test_garbled_pdf_text_layer_is_refused(tmp_path, pdf_bytes):
-    # Caesar-shifted English (the text layer of a PDF with a broken font encoding)
-    shift = str.maketrans("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
-                          "defghijklmnopqrstuvwxyzabcDEFGHIJKLMNOPQRSTUVWXYZABC")
-    lines = [line.translate(shift) for line in PROSE * 3]
-    reason = load_error(write(tmp_path, "shifted.pdf", pdf_bytes([lines])))
-    assert "garbled" in reason
-
-
-def test_not_a_pdf_with_pdf_suffix(tmp_path):
-    reason = load_error(write(tmp_path, "fake.pdf", b"<html><body>Not a PDF at all</body></html>"))
-    assert "not a PDF" in reason
-
-
-def test_pdf_over_pypdf_safety_limit(tmp_path, pdf_from_objects):
-    # A page tree nested deeper than pypdf allows (100): pypdf raises LimitReachedError.
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>"]
-    for level in range(120):
-        n = len(objects) + 1
-        parent = b" /Parent %d 0 R" % (n - 1) if level else b""
-        objects.append(b"<< /Type /Pages /Kids [%d 0 R] /Count 1%s >>" % (n + 1, parent))
-    objects.append(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] >>" % len(objects))
-    reason = load_error(write(tmp_path, "deep.pdf", pdf_from_objects(objects)))
-    assert "safety limit" in reason
 
 
 def test_empty_file(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from rag.errors import LoadError
 from rag.ingest.decoding import decode_text
 from rag.ingest.identity import file_hash, source_name
-from rag.ingest.pdf import load_pdf
+from rag.ingest.pdf import DEFAULT_OCR, OcrMode, load_pdf
 from rag.models import Document, Page
 from rag.text.clean import normalize_unicode, normalize_whitespace
 
@@ -57,8 +57,9 @@ def find_files(
     return sorted(found.values(), key=source_name)
 
 
-def load(path: str | Path) -> Document:
-    """Load one file by its suffix. Raises LoadError for anything that is not usable text."""
+def load(path: str | Path, ocr: OcrMode = DEFAULT_OCR) -> Document:
+    """Load one file by its suffix. Raises LoadError for anything that is not usable text.
+    ocr: for PDFs, "auto" (OCR the pages without a text layer), "force" (every page) or "off"."""
     path = Path(path)
     suffix = path.suffix.lower()
     try:
@@ -68,7 +69,7 @@ def load(path: str | Path) -> Document:
     if not data:
         raise LoadError(str(path), "empty file (0 bytes)")
     if suffix in PDF_SUFFIXES:
-        return load_pdf(path, data)
+        return load_pdf(path, data, ocr=ocr)
     if suffix in MARKDOWN_SUFFIXES:
         return load_markdown(path, data)
     if suffix in TEXT_SUFFIXES:
@@ -131,10 +132,10 @@ def load_markdown(path: Path, data: bytes) -> Document:
     return _text_document(path, data, markdown_sections(text), warnings)
 
 
-def iter_documents(paths: Iterable[Path]) -> Iterator[Document | LoadError]:
+def iter_documents(paths: Iterable[Path], ocr: OcrMode = DEFAULT_OCR) -> Iterator[Document | LoadError]:
     """Load each path; a failure is yielded as its LoadError so the caller's job goes on."""
     for p in paths:
         try:
-            yield load(p)
+            yield load(p, ocr=ocr)
         except LoadError as e:
             yield e
