@@ -21,6 +21,7 @@ context = true             # document title and section in front of what is embe
 [ingest]
 exclude = ["drafts/*"]
 near_duplicates = "flag"        # or "skip"
+ocr = "auto"                    # PDF pages without a text layer read by OCR; or "off", "force" (all)
 
 [retrieval]
 mode = "hybrid"
@@ -54,6 +55,7 @@ from rag.embed.encoder import DEFAULT_MODEL
 from rag.errors import ConfigError
 from rag.ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from rag.ingest.loaders import DEFAULT_INCLUDE
+from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.search.fusion import DEFAULT_RRF_K
 from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_TOP_K, DEFAULT_WEIGHTS
 
@@ -107,6 +109,7 @@ class IngestConfig(_Section):
     stemming: bool = Field(True, description="new collections: English stemming and stop words in BM25")
     near_duplicates: Literal["flag", "skip"] | None = None
     dup_threshold: float = Field(DEFAULT_DUP_THRESHOLD, gt=0, le=1)
+    ocr: OcrMode = Field(DEFAULT_OCR, description="PDF pages read by OCR: auto (no text layer), off, force (all)")
 
 
 class RetrievalConfig(_Section):

@@ -38,6 +38,7 @@ from rag.embed.encoder import SentenceEncoder
 from rag.embed.similarity import best_earlier
 from rag.errors import LoadError
 from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, load, source_name
+from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.models import Chunk, Document
 from rag.search.store import (CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, check_compatible,
                               is_complete)
@@ -58,6 +59,7 @@ class FileOutcome(BaseModel):
     chunks: int = 0
     reason: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    ocr_pages: int = Field(0, description="pages whose text was read by OCR")
 
 
 class NearDuplicate(BaseModel):
@@ -164,7 +166,7 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
-def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> None:
+def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int, ocr: OcrMode = DEFAULT_OCR) -> None:
     """Child process: wait for ([paths], max_seq_length[, [sources]]) on `requests`, then load and
     chunk the files, putting (path, doc, chunks, reason) on `out`, then None. A file is chunked
     under its source (a label, when it has one), since its chunks' document context names it by
@@ -194,7 +196,7 @@ def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int) -> N
 
     for p, src in zip(paths, sources):
         try:
-            doc = load(p)
+            doc = load(p, ocr=ocr)
             if src and src != doc.source:
                 doc = doc.model_copy(update={"source": src})
             item = (p, doc, chunker.split(doc, counter), None)
@@ -214,13 +216,13 @@ class _LoaderProcess:
     loads, so that its own imports overlap that; told which files to read once the store has
     been checked."""
 
-    def __init__(self, model: str, chunker: Chunker):
+    def __init__(self, model: str, chunker: Chunker, ocr: OcrMode = DEFAULT_OCR):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
         self._requests, self._out = ctx.Queue(), ctx.Queue(maxsize=8)
         self._proc = ctx.Process(target=_loader_main, daemon=True, name="rag-loader",
-                                 args=(self._requests, self._out, chunker.to_dict(), model, os.getpid()))
+                                 args=(self._requests, self._out, chunker.to_dict(), model, os.getpid(), ocr))
         self._proc.start()
 
     def items(self, paths: list[Path], max_seq_length: int, sources: list[str] | None = None):
@@ -268,6 +270,7 @@ def ingest(
     *,
     vector_store: VectorStore | None = None,
     labels: Mapping[str | Path, str] | None = None,
+    ocr: OcrMode = DEFAULT_OCR,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
     failures are in it, not raised, except for errors that stop the whole job (store, model).
@@ -280,7 +283,8 @@ def ingest(
     closes it; `store` then only names it in the report. labels: the source to record for
     some of the files (path -> label, e.g. an upload's original name instead of the path it was
     saved under); chunk ids follow the label, so a file ingested under the same label from any
-    path gets the same ids. Files not in it keep their resolved path. Not with `prune`."""
+    path gets the same ids. Files not in it keep their resolved path. Not with `prune`.
+    ocr: PDF pages read by OCR, "auto" (those without a text layer), "force" (all) or "off"."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
@@ -301,7 +305,7 @@ def ingest(
             report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
     files = list({name(p): p for p in files}.values())
 
-    loader = _LoaderProcess(encoder.model, chunker) if files else None
+    loader = _LoaderProcess(encoder.model, chunker, ocr) if files else None
     try:
         if vector_store is None:
             vs = _open_for_writing(store_settings, encoder, chunker, text_index)
@@ -438,6 +442,7 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
     totals: dict[str, int] = {}
     file_hashes: dict[str, str] = {}
     warnings: dict[str, list[str]] = {}
+    ocr_pages: dict[str, int] = {}
 
     def finish(src: str, bar) -> None:
         # Old versions go last: until here the old copy stays searchable.
@@ -446,7 +451,7 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
         if totals[src] == 0:
             notes = notes + ["every chunk was a near-duplicate: nothing of this file is stored"]
         report.outcomes.append(FileOutcome(source=src, status="replaced" if had_old[src] else "ingested",
-                                           chunks=totals[src], warnings=notes))
+                                           chunks=totals[src], warnings=notes, ocr_pages=ocr_pages.pop(src, 0)))
         bar.advance_file()
 
     def flush_batch(bar) -> None:
@@ -492,6 +497,7 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
             file_hashes[src] = doc.file_hash
             totals[src] = remaining[src] = len(chunks)
             warnings[src] = doc.warnings
+            ocr_pages[src] = doc.ocr_pages
             whole_files = dedup is not None and dedup.action == "skip"
             for c in chunks:
                 pending.append(c)

@@ -161,6 +161,9 @@ def print_ingest_report(report, out: Console | None = None) -> None:
     for k in ("ingested", "replaced", "unchanged", "failed", "pruned"):
         t.add_row(k, str(counts[k]))
     t.add_section()
+    ocr_files = [o for o in report.outcomes if o.ocr_pages]
+    if ocr_files:
+        t.add_row("pages read by OCR", f"{sum(o.ocr_pages for o in ocr_files)} in {len(ocr_files)} file(s)")
     t.add_row("chunks written", str(report.chunks_written))
     t.add_row("chunks/s", f"{report.chunks_per_second:.1f}")
     t.add_row("points in collection", str(report.total_points))
@@ -173,6 +176,13 @@ def print_ingest_report(report, out: Console | None = None) -> None:
         for o in report.failed:
             f.add_row(escape(o.source), escape(o.reason or ""))
         out.print(f)
+    if ocr_files:
+        o_t = _table("Pages read by OCR (no text layer, or --ocr force)")
+        o_t.add_column("file", overflow="fold")
+        o_t.add_column("pages", justify="right")
+        for o in ocr_files:
+            o_t.add_row(escape(o.source), str(o.ocr_pages))
+        out.print(o_t)
     warned = [o for o in report.outcomes if o.warnings]
     if warned:
         w = _table("Warnings (files were ingested)")

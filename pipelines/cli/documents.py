@@ -45,7 +45,7 @@ def cmd_ingest(args) -> int:
         include=ing.include, exclude=ing.exclude, prune=args.prune,
         text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
         progress=not args.no_progress and not args.json,
-        near_duplicates=ing.near_duplicates, dup_threshold=ing.dup_threshold,
+        near_duplicates=ing.near_duplicates, dup_threshold=ing.dup_threshold, ocr=ing.ocr,
     )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))

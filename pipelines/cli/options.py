@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.config import RagConfig, validate_config
+from rag.ingest.pdf import OCR_MODES
 from rag.errors import ConfigError
 
 CONFIG_DEST = "_rag_config"  # the config the defaults came from, on every parsed namespace
@@ -93,6 +94,9 @@ INGEST = [
          "another file in the collection (default: no check)", choices=("flag", "skip")),
     _opt("--dup-threshold", "ingest.dup_threshold", "near-duplicate cosine threshold (default: %(default)s)",
          type=float, metavar="COSINE"),
+    _opt("--ocr", "ingest.ocr", "PDF pages read by OCR: auto (those without a text layer), off (they fail "
+                                "or are skipped), force (every page) (default: %(default)s)",
+         choices=OCR_MODES),
 ]
 RETRIEVAL = [
     _opt("--mode", "retrieval.mode", "(default: %(default)s)", choices=("dense", "bm25", "hybrid")),
