@@ -32,7 +32,7 @@ def test_empty_file(tmp_path):
 
 def test_missing_file_and_unsupported_suffix(tmp_path):
     assert "cannot read file" in load_error(tmp_path / "missing.txt")
-    assert "unsupported file type '.docx'" in load_error(write(tmp_path, "a.docx", b"text"))
+    assert "unsupported file type '.xlsx'" in load_error(write(tmp_path, "a.xlsx", b"text"))
 
 
 # ------------------------------------------------------------------ text
@@ -145,7 +145,7 @@ def test_markdown_sections_function():
 
 
 def test_find_files_globs_and_hidden_dirs(tmp_path):
-    for rel in ["a.pdf", "b.txt", "c.md", "d.docx", "sub/e.txt", "sub/deep/f.md",
+    for rel in ["a.pdf", "b.txt", "c.md", "d.xlsx", "sub/e.txt", "sub/deep/f.md",
                 ".git/g.txt", "sub/.cache/h.md", ".hidden.txt", "drafts/i.txt", "build/j.md"]:
         write(tmp_path, rel, b"x")
     rels = lambda paths: sorted(p.relative_to(tmp_path).as_posix() for p in paths)  # noqa: E731
@@ -161,7 +161,7 @@ def test_find_files_globs_and_hidden_dirs(tmp_path):
 
 
 def test_find_files_named_files_kept_and_deduplicated(tmp_path):
-    docx = write(tmp_path, "d.docx", b"x")
+    docx = write(tmp_path, "d.xlsx", b"x")
     txt = write(tmp_path, "b.txt", b"x")
     found = find_files([docx, tmp_path, txt])
     assert [source_name(p) for p in found] == sorted({source_name(docx), source_name(txt)})
