@@ -226,6 +226,8 @@ def test_bad_uploads_are_refused_and_write_nothing(setup, pdf_bytes):
             ([("fake.pdf", b"this is not a pdf at all")], None, 415, "unsupported_file_content"),
             ([("latin.txt", "caf\u00e9".encode("latin-1"))], None, 415, "unsupported_file_content"),
             ([("nul.txt", b"text\x00more")], None, 415, "unsupported_file_content"),
+            ([("report.docx", b"<html>not a zip</html>")], None, 415, "unsupported_file_content"),
+            ([("page.html", b"<p>bin\x00ary</p>")], None, 415, "unsupported_file_content"),
             ([("a.txt", b"one"), ("a.txt", b"two")], None, 400, "duplicate_file"),
             ([("ok.txt", b"fine text")], "nope", 404, "collection_not_found"),
             ([("ok.txt", b"fine text")], "../etc", 400, "invalid_request"),

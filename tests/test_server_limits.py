@@ -183,3 +183,34 @@ def test_collections_are_listed_created_and_deleted(server, store):
         assert c.delete("/v1/collections/reports").status_code == 404
         assert c.post("/v1/search", json={"query": "revenue", "collection": "reports"}).status_code == 404
         assert [d["id"] for d in c.get("/v1/collections").json()["data"]] == ["notes"]
+
+
+def test_html_and_docx_uploads_are_ingested(server, tmp_path):
+    import docx
+
+    d = docx.Document()
+    d.add_heading("Pumpkin harvest", level=1)
+    d.add_paragraph("The pumpkin harvest weighed 412 kilograms this autumn.")
+    d.save(tmp_path / "harvest.docx")
+    page = (b"<html><head><title>Orchard</title><script>var x = 'dropped';</script></head>"
+            b"<body><h1>Apples</h1><p>The orchard picked 9,300 apples in September.</p></body></html>")
+    with client(server, KEYS[0]) as c:
+        assert c.post("/v1/collections", json={"name": "formats"}).status_code == 201
+        try:
+            up = c.post("/v1/documents", data={"collection": "formats"},
+                        files=[("file", ("orchard.html", page, "text/html")),
+                               ("file", ("harvest.docx", (tmp_path / "harvest.docx").read_bytes(),
+                                         "application/octet-stream"))])
+            assert up.status_code == 202, up.text
+            for _ in range(300):
+                state = c.get(f"/v1/jobs/{up.json()['job_id']}").json()
+                if state["status"] in ("done", "failed"):
+                    break
+                time.sleep(0.1)
+            assert sorted((o["source"], o["status"]) for o in state["outcomes"]) == [
+                ("harvest.docx", "ingested"), ("orchard.html", "ingested")], state
+            hits = c.post("/v1/search", json={"query": "how many apples", "collection": "formats"}).json()
+            assert hits["results"][0]["source"] == "orchard.html" and "9,300" in hits["results"][0]["text"]
+            assert "dropped" not in " ".join(h["text"] for h in hits["results"])
+        finally:
+            assert c.delete("/v1/collections/formats").status_code == 200

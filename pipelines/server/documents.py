@@ -13,8 +13,9 @@ STORE/.uploads/.incoming/<uuid>.part, and is checked while it arrives:
 - its size: over `--max-upload-mb` (default 25 MB) per file is a 413, as soon as the limit is
   passed; the whole request may hold MAX_UPLOAD_FILES such files (Content-Length over that is a
   413 before any byte is read);
-- its type: the name's suffix must be .pdf, .txt, .md or .markdown, and the content must match
-  (a PDF starts with `%PDF-`; a text file is UTF-8 without NUL bytes): otherwise 415.
+- its type: the name's suffix must be .pdf, .txt, .md, .markdown, .html, .htm or .docx, and the
+  content must match (a PDF starts with `%PDF-`, a .docx with the zip magic; a text file is UTF-8
+  without NUL bytes, an HTML file has no NUL bytes): otherwise 415.
 The client's file name is only a label: its last path component, sanitised
 (`sanitise_label`), is the document's `source` in the store, in search results and in the
 sources of answers ("../../x.txt" is "x.txt"). Re-uploading a file under the same name is the
@@ -50,7 +51,10 @@ from pipelines.server.security import LimitBody, send_error
 from pipelines.server.state import DocumentNotFoundError, ServerState, document_id
 from rag.errors import RagError
 
-ALLOWED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown")
+ALLOWED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".docx")
+UTF8_SUFFIXES = (".txt", ".md", ".markdown")  # checked as UTF-8 while they arrive
+#: The magic bytes a file of this type starts with (after leading whitespace for PDF).
+MAGIC = {".pdf": (b"%PDF-", "a PDF"), ".docx": (b"PK\x03\x04", "a .docx (a zip file)")}
 MAX_UPLOAD_FILES = 20  # files per request
 FORM_OVERHEAD = 1_000_000  # bytes of a request besides its files (part headers, fields)
 MAX_FIELD_BYTES = 4096  # a form field that is not a file (collection)
@@ -115,7 +119,7 @@ class _File:
         self.path = folder / f"{uuid.uuid4().hex}.part"
         self.fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size, self.head = 0, b""
-        self.decoder = None if suffix == ".pdf" else codecs.getincrementaldecoder("utf-8-sig")()
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")() if suffix in UTF8_SUFFIXES else None
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -126,6 +130,9 @@ class _File:
             self.head += data[:1024 - len(self.head)]
         if self.decoder is not None:
             self._check_text(data, final=False)
+        elif self.suffix in (".html", ".htm") and b"\x00" in data:  # its charset is the loader's to read
+            raise UploadError(415, f"{self.label}: not text (it has NUL bytes): not an HTML file",
+                              "unsupported_file_content")
         while data:
             data = data[os.write(self.fd, data):]
 
@@ -143,9 +150,12 @@ class _File:
         self.close()
         if self.decoder is not None:
             self._check_text(b"", final=True)
-        elif not self.head.lstrip().startswith(b"%PDF-"):
-            raise UploadError(415, f"{self.label}: not a PDF (it does not start with %PDF-)",
-                              "unsupported_file_content")
+        elif self.suffix in MAGIC:
+            magic, what = MAGIC[self.suffix]
+            head = self.head.lstrip() if self.suffix == ".pdf" else self.head
+            if not head.startswith(magic):
+                raise UploadError(415, f"{self.label}: not {what} (it does not start with {magic!r})",
+                                  "unsupported_file_content")
 
     def close(self) -> None:
         if self.fd is not None:
