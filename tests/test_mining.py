@@ -112,7 +112,9 @@ def test_ingest_flags_or_skips_near_duplicates_and_stays_idempotent(tmp_path, en
     assert flagged.near_duplicates == skipped.near_duplicates == 2  # the boilerplate in b and c
     ex = skipped.near_duplicate_examples
     assert {d.source.rsplit("/", 1)[-1] for d in ex} == {"b.txt", "c.txt"}
-    assert all(d.duplicate_of.endswith("a.txt") and d.similarity >= 0.95 for d in ex)
+    # With document context each file's title is embedded with its chunks, so the same sentence
+    # under "b" or "c" may score under 0.95 against "a"; a repeated text is a duplicate anyway.
+    assert all(d.duplicate_of.endswith("a.txt") and d.text == boiler for d in ex)
     assert skipped.total_points == flagged.total_points - 2
     c_outcome = next(o for o in skipped.outcomes if o.source.endswith("c.txt"))
     assert c_outcome.chunks == 0 and "near-duplicate" in c_outcome.warnings[0]
