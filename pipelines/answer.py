@@ -97,7 +97,8 @@ class RagPipeline:
         return {"type": "RagPipeline", "init_parameters": {
             "encoder": self.encoder.to_dict() if self.encoder is not None else None,
             "store": self.store.model_dump(), "chunker": self.chunker.to_dict(),
-            "retriever": self.retriever_settings, "prompt": self.prompt.to_dict(),
+            "retriever": _serialisable(self.retriever_settings),
+            "prompt": self.prompt.to_dict(),
             "llm": self.llm.to_dict() if self.llm is not None else None,
             "generation": self.generation.model_dump(), "fallback_to_extracts": self.fallback_to_extracts}}
 
@@ -413,3 +414,9 @@ def backend_from_dict(data: dict[str, Any]) -> LLMBackend:
     else:
         raise ConfigError(f"unknown LLM backend type '{kind}'")
     return cls.from_dict(data)
+
+
+def _serialisable(settings: dict[str, Any]) -> dict[str, Any]:
+    """Retriever settings with a reranker object written as its to_dict (Retriever reads both)."""
+    r = settings.get("reranker")
+    return {**settings, "reranker": r.to_dict()} if hasattr(r, "to_dict") else dict(settings)

@@ -26,6 +26,8 @@ ocr = "auto"                    # PDF pages without a text layer read by OCR; or
 [retrieval]
 mode = "hybrid"
 top_k = 8
+rerank = "models/my-cross-encoder"  # a cross-encoder folder: rerank the first rerank_depth candidates
+rerank_depth = 20
 
 [prompt]
 max_answer_tokens = 512
@@ -57,6 +59,7 @@ from rag.ingest.chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from rag.ingest.loaders import DEFAULT_INCLUDE
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.search.fusion import DEFAULT_RRF_K
+from rag.search.rerank import DEFAULT_RERANK_DEPTH
 from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_TOP_K, DEFAULT_WEIGHTS
 
 Backend = Literal["auto", "local", "openai", "ollama", "none"]
@@ -121,6 +124,9 @@ class RetrievalConfig(_Section):
     top_k: int | None = Field(None, ge=1, description="None: 10 results for rag search; "
                               "prompt.max_passages for answers")
     mmr: float | None = Field(None, ge=0, le=1)
+    rerank: str | None = Field(None, description="cross-encoder model folder (sentence-transformers "
+                               "CrossEncoder layout) that reranks the fused candidates; None: no reranking")
+    rerank_depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, description="fused candidates the cross-encoder rescores")
 
     @property
     def search_top_k(self) -> int:
@@ -130,7 +136,16 @@ class RetrievalConfig(_Section):
     def settings(self) -> dict[str, Any]:
         """Keyword arguments of rag.search.retrieval.Retriever (top_k is the caller's)."""
         return {"mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": self.weights,
-                "candidates": self.candidates, "mmr_lambda": self.mmr}
+                "candidates": self.candidates, "mmr_lambda": self.mmr, "reranker": self.build_reranker(),
+                "rerank_depth": self.rerank_depth}
+
+    def build_reranker(self):
+        """The cross-encoder of `rerank` (not loaded until its first use), or None."""
+        if not self.rerank:
+            return None
+        from rag.search.rerank import CrossEncoderReranker
+
+        return CrossEncoderReranker(self.rerank)
 
 
 class PromptConfig(_Section):

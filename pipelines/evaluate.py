@@ -64,6 +64,25 @@ def collapse(sources: Sequence[str], depth: int = DOC_DEPTH) -> list[str]:
     return list(dict.fromkeys(sources))[:depth]
 
 
+def corpus_collection(folder: str, encoder: SentenceEncoder, store: StoreSettings, chunker: Chunker,
+                      progress: bool = True):
+    """Ingest a BEIR folder's corpus into `store` (documents already there are unchanged)."""
+    return ingest_documents(corpus_documents(folder), encoder=encoder, store=store, chunker=chunker,
+                            progress=progress)
+
+
+def document_search(vs, encoder: SentenceEncoder, depth: int = DOC_DEPTH, **settings):
+    """A function from queries to ranked document ids (chunk hits collapsed), over an open
+    collection of a BEIR corpus: what hard-negative mining and rerank dev sets need."""
+    retriever = Retriever(vs, encoder, **settings)
+
+    def search(queries: list[str]) -> list[list[str]]:
+        return [collapse([r.source for r in resp.results], depth)
+                for resp in retriever.search_batch(queries, top_k=max(depth * 3, 100))]
+
+    return search
+
+
 def run_queries(retriever: Retriever, data: BeirDataset, mode: str, vectors=None, chunk_depth: int = 300,
                 batch: int = 64, progress=None) -> dict[str, list[str]]:
     qids = list(data.queries)
@@ -97,9 +116,15 @@ def eval_retrieval(
     chunker = chunker or Chunker()
     store = store or StoreSettings(collection=default_collection(folder, encoder.model, chunker.context))
     n_docs = count_corpus(folder)
-    rep = ingest_documents(corpus_documents(folder), encoder=encoder, store=store, chunker=chunker,
-                           progress=progress)
+    rep = corpus_collection(folder, encoder, store, chunker, progress)
     settings = dict(retriever_settings or {})
+    reranker = settings.pop("reranker", None)
+    rerank_depth = settings.pop("rerank_depth", None)
+    # With a reranker, the first-stage modes run without it and hybrid once more with it, so the
+    # table shows what reranking adds beside what it starts from.
+    runs = [(m, {}) for m in modes]
+    if reranker is not None:
+        runs.append(("hybrid", {"reranker": reranker, **({"rerank_depth": rerank_depth} if rerank_depth else {})}))
     chunk_depth = max(300, settings.get("candidates", 0))
     results = []
     vs = open_store(store)
@@ -108,19 +133,21 @@ def eval_retrieval(
         vectors = encoder.encode(list(data.queries.values()))
         encode_s = time.perf_counter() - t0
         with query_progress(enabled=progress) as start_mode:
-            for mode in modes:
+            for mode, extra in runs:
                 # A single leg is searched as deep as recall@100 needs; hybrid keeps its settings.
                 deep = {**settings, "candidates": chunk_depth} if mode != "hybrid" else settings
-                retriever = Retriever(vs, encoder, mode=mode, **deep)
-                advance = start_mode(mode, len(data.queries))
+                retriever = Retriever(vs, encoder, mode=mode, **deep, **extra)
+                name = f"{mode}+rerank@{retriever.rerank_depth}" if extra else mode
+                advance = start_mode(name, len(data.queries))
                 t0 = time.perf_counter()
                 run = run_queries(retriever, data, mode, vectors=None if mode == "bm25" else vectors,
                                   chunk_depth=chunk_depth,
                                   progress=advance)
                 seconds = time.perf_counter() - t0 + (0 if mode == "bm25" else encode_s)
                 used = retriever.to_dict()["init_parameters"]
-                results.append(ModeResult(mode=mode, metrics=evaluate(run, data.qrels), seconds=seconds,
-                                          settings={k: used[k] for k in ("fusion", "rrf_k", "weights", "candidates")}
+                keys = ("fusion", "rrf_k", "weights", "candidates") + (("reranker", "rerank_depth") if extra else ())
+                results.append(ModeResult(mode=name, metrics=evaluate(run, data.qrels), seconds=seconds,
+                                          settings={k: used[k] for k in keys}
                                           if mode == "hybrid" else {"candidates": used["candidates"]}))
     finally:
         vs.close()

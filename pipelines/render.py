@@ -94,6 +94,16 @@ def query_progress(enabled: bool = True) -> Iterator[Callable[[str, int], Callab
 
 
 @contextmanager
+def count_progress(label: str, total: int, unit: str = "queries",
+                   enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """Items done/total with rate and ETA for one long loop; yields `advance(n)`."""
+    with Progress(TextColumn(f"[bold]{escape(label)}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                  TimeRemainingColumn(), console=console, disable=not enabled) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
 def status(message: str, enabled: bool = True, report_after: float = 5.0):
     """A spinner while something blocking runs; afterwards, its time when it took a while."""
     if not enabled:
@@ -244,14 +254,15 @@ def print_search_response(resp, explain: bool = False, out: Console | None = Non
     t.add_column("#", justify="right")
     t.add_column("score", justify="right")
     t.add_column("source:page", overflow="fold")
+    legs = ("dense", "bm25") + tuple(x for x in ("fused", "rerank") if any(x in r.legs for r in resp.results))
     if explain:
-        t.add_column("dense rank/score", justify="right")
-        t.add_column("bm25 rank/score", justify="right")
+        for leg in legs:
+            t.add_column(f"{leg} rank/score", justify="right")
     t.add_column("text")
     for r in resp.results:
         row = [str(r.rank), f"{r.score:.4f}", escape(f"{Path(r.source).name}:{page_label(r.page_start, r.page_end)}")]
         if explain:
-            for leg in ("dense", "bm25"):
+            for leg in legs:
                 x = r.legs.get(leg)
                 row.append(f"{x.rank} / {x.score:.3f}" if x else "-")
         row.append(highlight(r.text, resp.query))
@@ -286,6 +297,9 @@ def _describe(settings: dict[str, Any]) -> str:
         parts.append(settings["fusion"] + (f" k={settings['rrf_k']}" if settings["fusion"] == "rrf" else ""))
         parts.append("w=" + ",".join(f"{w:g}" for w in settings["weights"]))
     parts.append(f"c={settings['candidates']}")
+    if settings.get("reranker"):
+        model = (settings["reranker"].get("init_parameters") or {}).get("model", "")
+        parts.append(f"rerank {Path(str(model)).name} top {settings.get('rerank_depth')}")
     return " ".join(parts)
 
 
@@ -308,6 +322,9 @@ def print_training_report(report, title: str, model: str, out: Console | None = 
         t.add_row(str(e.epoch), f"{e.train_loss:.4f}", "-" if e.dev_score is None else f"{e.dev_score:.4f}",
                   f"{e.seconds:.0f}", "kept" if e.epoch == report.best_epoch else "")
     out.print(t)
+    first = getattr(report, "first_stage_dev_score", None)
+    if first is not None:
+        out.print(f"dev {report.dev_metric} of the first stage alone (no reranking): {first:.4f}")
 
 
 def print_mined_pairs(pairs, texts, threshold: float, label: str, seconds: float, top: int,

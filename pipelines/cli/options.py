@@ -108,6 +108,10 @@ RETRIEVAL = [
          to_cli=_weights_to_cli, from_cli=_weights_from_cli),
     _opt("--candidates", "retrieval.candidates", "candidate depth per leg (default: %(default)s)", type=int),
     _opt("--mmr", "retrieval.mmr", "diversify with MMR (e.g. 0.7)", type=float, metavar="LAMBDA"),
+    _opt("--rerank", "retrieval.rerank", "rerank the fused candidates with this cross-encoder model folder "
+                                         "(e.g. one from `rag train cross-encoder`)", metavar="MODEL"),
+    _opt("--rerank-depth", "retrieval.rerank_depth", "fused candidates the cross-encoder rescores "
+                                                     "(default: %(default)s)", type=int, metavar="N"),
 ]
 FUSION = RETRIEVAL[1:]  # all but --mode (rag eval compares the modes)
 PROMPT = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.cli.options import ENCODER, add_config_option, add_options, config_from_args
+from pipelines.cli.options import ENCODER, STORE, add_config_option, add_options, config_from_args
 
 
 def _train_args(t: argparse.ArgumentParser, cfg, epochs: int | None = None, batch_size: int | None = None) -> None:
@@ -80,6 +80,30 @@ def register(sub, cfg) -> None:
     g.add_argument("--max-score", type=float, help="cosine: gold scores are divided by this "
                                                    "(default: 5 if any score > 1, else 1)")
     t.set_defaults(func=cmd_train_pairs)
+
+    t = tsub.add_parser(
+        "cross-encoder", help="a reranker from a BEIR folder's qrels, with hard negatives mined by hybrid search",
+        description="Train a cross-encoder reranker (use it with --rerank). Each training query's judged "
+                    "passages are positives; per positive, --negatives unjudged passages from the hybrid "
+                    "retriever's top --mine-depth are negatives. Binary cross-entropy; the dev set (--holdout "
+                    "train queries, or --dev-split of the same folder) is reranked each epoch (nDCG@10 of "
+                    "its top --dev-depth candidates) and the best epoch kept. The corpus is ingested into "
+                    "the collection `rag eval retrieval` uses (beir-FOLDER) when it is not there yet.")
+    t.add_argument("data", metavar="BEIR_DIR")
+    t.add_argument("--split", default="train", help="qrels split to train on (default: %(default)s)")
+    t.add_argument("--holdout", type=int, default=50, metavar="N",
+                   help="hold N training queries out as the dev set (default: %(default)s; 0 = no dev)")
+    t.add_argument("--dev-split", help="use this qrels split as the dev set instead of a holdout")
+    t.add_argument("--negatives", type=int, default=4, help="hard negatives per positive (default: %(default)s)")
+    t.add_argument("--mine-depth", type=int, default=30, help="mine negatives from this many top documents "
+                                                            "(default: %(default)s)")
+    t.add_argument("--dev-depth", type=int, default=20, help="dev candidates reranked (default: %(default)s)")
+    t.add_argument("--max-length", type=int, default=256, help="tokens per (query, passage) pair, passage "
+                                                             "cut first (default: %(default)s)")
+    add_options(t, "store (where the corpus collection is)", STORE, cfg,
+                collection=cfg.store.collection if cfg.is_set("store.collection") else None)
+    _train_args(t, cfg, epochs=1, batch_size=16)
+    t.set_defaults(func=cmd_train_cross_encoder)
 
     p = sub.add_parser("adapt", help="unsupervised domain adaptation on your own chunks (inverse cloze, "
                                      "in-batch negatives)",
@@ -177,6 +201,54 @@ def cmd_train_pairs(args) -> int:
     return _run_training(args, "Fine-tuned", lambda on_step, on_epoch: train(
         args.model, data, args.out, loss=loss, settings=settings, evaluator=evaluator, device=args.device,
         on_step=on_step, on_epoch=on_epoch))
+
+
+def cmd_train_cross_encoder(args) -> int:
+    from pipelines import render
+    from pipelines.evaluate import corpus_collection, default_collection, document_search
+    from pipelines.stores import open_store
+    from rag.errors import ConfigError
+    from rag.evaluation.beir import corpus_passages, load_beir
+    from rag.ingest.chunking import Chunker
+    from rag.training.cross_encoder import RerankDev, mine_pairs, train_cross_encoder
+    from rag.training.trainer import beir_holdout
+
+    cfg = config_from_args(args)
+    data = load_beir(args.data, args.split)
+    if args.dev_split and args.holdout:
+        args.holdout = 0  # an explicit dev split replaces the default holdout
+    held = beir_holdout(args.data, args.split, args.holdout, args.seed) if args.holdout else set()
+    context = cfg.chunking.context
+    store = cfg.store.settings().model_copy(
+        update={"collection": args.collection or default_collection(args.data, cfg.encoder.model, context)})
+    encoder = cfg.encoder.build()
+    corpus_collection(args.data, encoder, store, Chunker(context=context), progress=not args.json)
+    corpus = corpus_passages(args.data)
+    settings = {k: v for k, v in cfg.retrieval.settings().items() if k not in ("mode", "reranker")}
+    vs = open_store(store)
+    try:
+        search = document_search(vs, encoder, depth=max(args.mine_depth, args.dev_depth), mode="hybrid", **settings)
+        train_q = {q: t for q, t in data.queries.items() if q not in held}
+        with render.count_progress("mining hard negatives", len(train_q), enabled=not args.json) as advance:
+            pairs = mine_pairs(train_q, data.qrels, corpus, search, negatives=args.negatives,
+                               depth=args.mine_depth, seed=args.seed, progress=advance)
+        dev = None
+        if held or args.dev_split:
+            d = load_beir(args.data, args.dev_split) if args.dev_split else data
+            dev_q = {q: t for q, t in d.queries.items() if (q in held if held else True)}
+            dev = RerankDev.from_search(dev_q, d.qrels, corpus, search, depth=args.dev_depth)
+    finally:
+        vs.close()
+    if not pairs:
+        raise ConfigError(f"{args.data}: no training pairs (no judged passage of the {args.split} split is in the corpus)")
+    positives = sum(p.label > 0 for p in pairs)
+    if not args.json:
+        render.note(f"{len(train_q)} training queries -> {positives} positives, {len(pairs) - positives} hard "
+                    f"negatives" + (f"; dev: {len(dev.queries)} queries, first-stage nDCG@10 {dev.first_stage():.4f}"
+                                     if dev else ""))
+    return _run_training(args, "Cross-encoder", lambda on_step, on_epoch: train_cross_encoder(
+        args.model, pairs, args.out, settings=_settings(args), dev=dev, device=args.device,
+        max_length=args.max_length, on_step=on_step, on_epoch=on_epoch))
 
 
 def cmd_adapt(args) -> int:

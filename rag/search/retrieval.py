@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from rag.search import fusion as F
 from rag.errors import ConfigError
+from rag.search.rerank import DEFAULT_RERANK_DEPTH, rerank_order
 from rag.search.store import Condition, Hit, Leg, QuerySpec, VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
@@ -161,11 +162,17 @@ class Retriever:
 
     mode: dense, bm25 or hybrid. fusion: rrf (k = rrf_k), wsf or dbsf; weights: (dense, bm25).
     candidates: depth of each leg. mmr_lambda: set (e.g. 0.7) to diversify the final list.
+    reranker: a second stage (rag.search.rerank.CrossEncoderReranker, or anything with
+    `score(pairs)` and `to_dict()`): the first `rerank_depth` fused candidates are scored with
+    the query by the cross-encoder and reordered, before MMR; results past that depth follow in
+    fused order with their fused scores. The passage it reads is the chunk as indexed (its
+    document context, then its text), the text BM25 and the dense vector saw.
     """
 
     def __init__(self, store: VectorStore, encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
                  rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
-                 candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None):
+                 candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None,
+                 reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH):
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"unknown mode '{mode}': use dense, bm25 or hybrid")
         if fusion not in F.METHODS:
@@ -176,11 +183,20 @@ class Retriever:
         self.mode, self.fusion, self.rrf_k = mode, fusion, rrf_k
         self.weights = tuple(float(w) for w in weights)
         self.candidates, self.top_k, self.mmr_lambda = candidates, top_k, mmr_lambda
+        if rerank_depth < 1:
+            raise ConfigError("rerank_depth must be at least 1")
+        if isinstance(reranker, dict):  # as to_dict wrote it
+            from rag.search.rerank import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker.from_dict(reranker)
+        self.reranker, self.rerank_depth = reranker, int(rerank_depth)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Retriever", "init_parameters": {
             "mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": list(self.weights),
-            "candidates": self.candidates, "top_k": self.top_k, "mmr_lambda": self.mmr_lambda}}
+            "candidates": self.candidates, "top_k": self.top_k, "mmr_lambda": self.mmr_lambda,
+            "reranker": self.reranker.to_dict() if self.reranker is not None else None,
+            "rerank_depth": self.rerank_depth}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder) -> Retriever:
@@ -221,13 +237,16 @@ class Retriever:
                                   with_vectors=self.mmr_lambda is not None)
                         for legs in specs]
             hit_lists = self.store.query_batch(requests)
-            return [self._respond(q, mode, hits, k, leg_ranks=self._single_leg(mode, hits) if explain else None)
-                    for q, hits in zip(queries, hit_lists)]
+            leg_ranks = [self._single_leg(mode, hits) if explain else None for hits in hit_lists]
+            if self.reranker is not None:
+                hit_lists, leg_ranks = self._rerank(queries, hit_lists, leg_ranks, explain)
+            return [self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None)
+                    for q, hits, ranks in zip(queries, hit_lists, leg_ranks)]
         # Client-side fusion: both legs of every query in one batched call, ids and scores only.
         flat = [QuerySpec(legs=[leg], limit=leg.limit, filter=conditions, with_payload=False)
                 for legs in specs for leg in legs]
         leg_hits = self.store.query_batch(flat)
-        out = []
+        fused_hits, fused_ranks, empty = [], [], []
         for i, q in enumerate(queries):
             dense, text = leg_hits[2 * i], leg_hits[2 * i + 1]
             lists = [[(h.id, h.score) for h in dense], [(h.id, h.score) for h in text]]
@@ -239,8 +258,15 @@ class Retriever:
                     for d, s in fused if d in payloads]
             ranks = {"dense": {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(dense, 1)},
                      "bm25": {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(text, 1)}}
-            resp = self._respond(q, mode, hits, k, leg_ranks=ranks if explain else None)
-            if not text:
+            fused_hits.append(hits)
+            fused_ranks.append(ranks if explain else None)
+            empty.append(not text)
+        if self.reranker is not None:
+            fused_hits, fused_ranks = self._rerank(queries, fused_hits, fused_ranks, explain)
+        out = []
+        for q, hits, ranks, no_text in zip(queries, fused_hits, fused_ranks, empty):
+            resp = self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None)
+            if no_text:
                 resp.notes.append("BM25 found no matching terms (only stop words or unknown words?): "
                                   "ranked by the dense leg alone")
             out.append(resp)
@@ -248,7 +274,35 @@ class Retriever:
 
     # ------------------------------------------------------------------ helpers
     def _depth(self, k: int) -> int:
+        """How many first-stage hits a query needs: k, the rerank depth, MMR's candidates."""
+        if self.reranker is not None:  # MMR then diversifies the reranked candidates
+            return max(k, self.rerank_depth)
         return max(k, self.candidates) if self.mmr_lambda is not None else k
+
+    def _rerank(self, queries: Sequence[str], hit_lists: list[list[Hit]],
+                leg_ranks: list[dict | None], explain: bool) -> tuple[list[list[Hit]], list[dict | None]]:
+        """The first `rerank_depth` hits of every query scored in one batched reranker call and
+        reordered; the rest kept after them in first-stage order. With explain, each hit's
+        first-stage rank and score ("fused", or its leg's name) and its rerank rank and score."""
+        pairs, spans = [], []
+        for q, hits in zip(queries, hit_lists):
+            head = hits[:self.rerank_depth]
+            spans.append((len(pairs), len(head)))
+            pairs += [(q, h.payload.get("index_text") or h.payload.get("text", "")) for h in head]
+        scores = self.reranker.score(pairs) if pairs else []
+        out_hits, out_ranks = [], []
+        for hits, ranks, (start, n) in zip(hit_lists, leg_ranks, spans):
+            s = [float(x) for x in scores[start:start + n]]
+            order = rerank_order(s)
+            if explain:
+                ranks = dict(ranks or {})
+                if len(ranks) != 1:  # hybrid: the fused rank beside the legs' (one leg: that leg's)
+                    ranks["fused"] = {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(hits, 1)}
+                ranks["rerank"] = {hits[i].id: LegResult(rank=r, score=s[i]) for r, i in enumerate(order, 1)}
+            head = [Hit(id=hits[i].id, score=s[i], payload=hits[i].payload, vector=hits[i].vector) for i in order]
+            out_hits.append(head + hits[n:])
+            out_ranks.append(ranks)
+        return out_hits, out_ranks
 
     def _legs(self, query: str, vector, mode: Mode) -> list[Leg]:
         legs = []
@@ -266,8 +320,12 @@ class Retriever:
         return {name: {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(hits, 1)}}
 
     def _respond(self, query: str, mode: Mode, hits: list[Hit], k: int,
-                 leg_ranks: dict[str, dict[str, LegResult]] | None) -> SearchResponse:
+                 leg_ranks: dict[str, dict[str, LegResult]] | None, reranked: bool = False) -> SearchResponse:
         notes = []
+        if reranked and hits:
+            notes.append(f"reranked the first {min(self.rerank_depth, len(hits))} candidates with a cross-encoder"
+                         + (f"; results after rank {self.rerank_depth} are in first-stage order"
+                            if k > self.rerank_depth and len(hits) > self.rerank_depth else ""))
         if self.mmr_lambda is not None and hits:
             vecs = np.asarray([h.vector for h in hits], dtype=np.float32)
             hits = [hits[i] for i in mmr([h.score for h in hits], vecs, k, self.mmr_lambda)]

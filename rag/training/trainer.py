@@ -179,6 +179,73 @@ def no_duplicate_batches(texts: Sequence[tuple[str, ...]], order: Sequence[int],
     return batches
 
 
+def optimizer_and_schedule(named: list, settings: TrainSettings, total: int):
+    """AdamW with no weight decay on biases and LayerNorm weights, and a linear warm-up over
+    `warmup_ratio` of the `total` steps then linear decay to 0 (the schedule of BERT and of
+    sentence-transformers' fit). `named`: (name, parameter) pairs."""
+    import torch
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    groups = [
+        {"params": [p for n, p in named if not any(k in n for k in no_decay)], "weight_decay": settings.weight_decay},
+        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
+    warmup = int(total * settings.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    return optimizer, scheduler
+
+
+def run_epochs(plan: list[list[list[int]]], batch_loss: Callable, modules: list, settings: TrainSettings,
+               evaluate: Callable[[], float] | None, save: Callable[[], object],
+               on_step: Callable[[int, int, float], None] | None = None,
+               on_epoch: Callable[[EpochResult], None] | None = None) -> tuple[list[EpochResult], int]:
+    """The loop every trainer here shares: for each epoch's batches, the loss of a batch of
+    example indexes, backward, clipping, AdamW and schedule steps (optimizer_and_schedule over
+    the modules' parameters); then the dev score, and `save()` when the epoch is the best so far
+    (the last, without a dev set). Returns the epochs and the best one's number."""
+    import torch
+
+    named = [(f"{i}.{n}", p) for i, m in enumerate(modules) for n, p in m.named_parameters()]
+    total = sum(len(b) for b in plan)
+    optimizer, scheduler = optimizer_and_schedule(named, settings, total)
+    params = [p for _, p in named]
+    history: list[EpochResult] = []
+    best: tuple[float, int] | None = None
+    step = 0
+    for epoch, batches in enumerate(plan, start=1):
+        t_epoch = time.perf_counter()
+        for m in modules:
+            m.train()
+        losses = []
+        for idx in batches:
+            value = batch_loss(idx)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            losses.append(value.item())
+            if on_step:
+                on_step(step, total, losses[-1])
+        for m in modules:
+            m.eval()
+        result = EpochResult(epoch=epoch, train_loss=sum(losses) / len(losses))
+        if evaluate is not None:
+            result.dev_score = float(evaluate())
+        result.seconds = time.perf_counter() - t_epoch
+        history.append(result)
+        if on_epoch:
+            on_epoch(result)
+        score = result.dev_score if result.dev_score is not None else float(epoch)
+        if best is None or score > best[0]:
+            best = (score, epoch)
+            save()
+    return history, best[1]
+
+
 def _check_objective(loss: str, data: TrainData) -> None:
     if loss not in LOSSES:
         raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not '{loss}'")
@@ -244,19 +311,6 @@ def train(
             plan.append(no_duplicate_batches(data.texts, order, settings.batch_size))
         else:
             plan.append([order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)])
-    total = sum(len(p) for p in plan)
-
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    named = list(net.named_parameters()) + ([(f"head.{n}", p) for n, p in head.named_parameters()] if head else [])
-    groups = [
-        {"params": [p for n, p in named if not any(k in n for k in no_decay)], "weight_decay": settings.weight_decay},
-        {"params": [p for n, p in named if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=settings.lr)
-    warmup = int(total * settings.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    params = [p for _, p in named]
 
     def batch_loss(idx: list[int]):
         cols = [encoder.embed([data.texts[i][c] for i in idx]) for c in range(len(data.texts[idx[0]]))]
@@ -270,41 +324,13 @@ def train(
         return L.softmax_loss(cols[0], cols[1], targets[idx], head)
 
     output = Path(output)
-    history: list[EpochResult] = []
-    best: tuple[float, int] | None = None
-    step = 0
-    for epoch, batches in enumerate(plan, start=1):
-        t_epoch = time.perf_counter()
-        net.train()
-        if head is not None:
-            head.train()
-        losses = []
-        for idx in batches:
-            value = batch_loss(idx)
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            losses.append(value.item())
-            if on_step:
-                on_step(step, total, losses[-1])
-        net.eval()
-        result = EpochResult(epoch=epoch, train_loss=sum(losses) / len(losses))
-        if evaluator is not None:
-            result.dev_score = float(evaluator(encoder))
-        result.seconds = time.perf_counter() - t_epoch
-        history.append(result)
-        if on_epoch:
-            on_epoch(result)
-        score = result.dev_score if result.dev_score is not None else float(epoch)
-        if best is None or score > best[0]:
-            best = (score, epoch)
-            encoder.save(output, max_seq_length=model_max_len)
-    return TrainReport(output=str(output), loss=loss, examples=len(data), best_epoch=best[1],
+    modules = [net] + ([head] if head is not None else [])
+    history, best_epoch = run_epochs(
+        plan, batch_loss, modules, settings, (lambda: evaluator(encoder)) if evaluator is not None else None,
+        lambda: encoder.save(output, max_seq_length=model_max_len), on_step, on_epoch)
+    return TrainReport(output=str(output), loss=loss, examples=len(data), best_epoch=best_epoch,
                        dev_metric=getattr(evaluator, "metric", None) if evaluator is not None else None,
-                       best_dev_score=best[0] if evaluator is not None else None,
+                       best_dev_score=history[best_epoch - 1].dev_score,
                        epochs=history, seconds=time.perf_counter() - started)
 
 
