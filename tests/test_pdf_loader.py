@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rag.errors import LoadError
 from rag.ingest import pdf as pdf_loader
 from rag.ingest.loaders import load
-from rag.ingest.pdf import heading_title, meaningful_title, page_sections
+from rag.ingest.pdf import cover_page_title, heading_title, meaningful_title, page_sections
 from rag.models import Document
 
 PROSE = [
@@ -284,6 +284,20 @@ def test_pdf_title_and_outline_sections(tmp_path, pdf_bytes):
     assert doc.title == "The Harbour Board Minutes"
     assert [p.section for p in doc.pages] == ["Chapter One", "Chapter One > First Part",
                                               "Chapter One > First Part", "Chapter Two"]
+
+
+def test_a_filing_cover_page_names_its_issuer_form_and_period(tmp_path, pdf_bytes):
+    cover = ["UNITED STATES", "SECURITIES AND EXCHANGE COMMISSION", "Washington, D.C. 20549", "FORM 10-Q",
+             "QUARTERLY REPORT PURSUANT TO SECTION 13 OR 15(d) OF THE SECURITIES EXCHANGE ACT OF 1934",
+             "For the quarterly period ended July 1, 2023", "Commission File Number: 001-36743", "Harbour Bridges Inc.",
+             "(Exact name of Registrant as specified in its charter)", "California 94-2404110"]
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(io.BytesIO(pdf_bytes([cover, PROSE]))))
+    writer.add_metadata({"/Title": "0000320193-23-000077"})  # an accession number: not a title
+    out = io.BytesIO()
+    writer.write(out)
+    doc = load(write(tmp_path, "2023 Q3 HBR.pdf", out.getvalue()))
+    assert doc.title == "Harbour Bridges Inc. Form 10-Q, quarterly period ended July 1, 2023"
+    assert cover_page_title("\n".join(cover[:7])) is None  # no registrant caption: not a filing
 
 
 def test_pdf_title_falls_back_to_the_first_heading(tmp_path, pdf_bytes):

@@ -9,7 +9,8 @@ no text (layer or OCR), garbled text layer).
 - OCR (`ocr`): "auto" reads the pages without a text layer by OCR (rag.ingest.ocr), "force" every
   page, "off" none (a PDF of images only then "needs OCR"). OCR'd text is cleaned and checked
   like a text layer.
-- Title: the metadata /Title when meaningful, else the first heading-like line of page 1
+- Title: the metadata /Title when meaningful, else a securities filing's cover page (issuer, form,
+  period: `cover_page_title`), else the first heading-like line of page 1
   (`meaningful_title`, `heading_title`); sections: the outline (bookmarks) mapped to pages
   (`page_sections`).
 """
@@ -254,6 +255,30 @@ def heading_title(page_text: str, max_lines: int = 4) -> str | None:
     return None
 
 
+# Securities filings (SEC forms 10-Q, 10-K, 8-K, 20-F, S-1 ...) name their issuer on the cover page
+# on the line above this caption, and their period in a "For the ... period/year ended" line.
+_REGISTRANT_CAPTION = re.compile(r"(?i)^\(?\s*exact name of (the )?registrant")
+_FORM = re.compile(r"(?i)^form\s+(10-q|10-k|8-k|20-f|40-f|6-k|s-1|f-1)\b")
+_PERIOD = re.compile(r"(?i)\bfor the (quarterly period|fiscal year|transition period|year) ended\s+(.{6,30}?\d{4})")
+
+
+def cover_page_title(page_text: str, max_lines: int = 60) -> str | None:
+    """A securities filing's cover page as a title: "Apple Inc. Form 10-Q, quarterly period
+    ended June 25, 2022", from the line above "(Exact name of registrant as specified in its
+    charter)", the form line and the period line; None when page 1 has no such caption."""
+    lines = [" ".join(normalize_unicode(ln).split()) for ln in page_text.splitlines()]
+    lines = [ln for ln in lines if ln and not set(ln) <= set("_-— ")][:max_lines]
+    name = next((lines[i - 1] for i in range(1, len(lines)) if _REGISTRANT_CAPTION.match(lines[i])), None)
+    if not name or len(name.split()) > HEADING_MAX_WORDS or not re.search(r"[^\W\d_]{2}", name):
+        return None
+    form = next((m.group(1).upper() for ln in lines if (m := _FORM.match(ln))), None)
+    period = next((m for ln in lines if (m := _PERIOD.search(ln))), None)
+    title = name + (f" Form {form}" if form else "")
+    if period:
+        title += f", {period.group(1).lower()} ended {period.group(2)}"
+    return title
+
+
 def page_sections(outline: list[tuple[int, str]], n_pages: int) -> list[str | None]:
     """Per page (0-based), the path of the last outline entry that starts on or before it
     (entries ordered by their page, outline order within a page); None before the first entry
@@ -322,6 +347,6 @@ def load_pdf(path: Path, data: bytes, ocr: OcrMode = DEFAULT_OCR) -> Document:
         warnings.append(f"{len(empty)} of {len(texts)} page(s) have no text layer{how} (e.g. page {empty[0]})")
     sections = page_sections(read.outline, len(texts))
     pages = [Page(number=i + 1, text=t, section=sections[i]) for i, t in enumerate(texts) if t]
-    title = meaningful_title(read.meta_title, path.stem) or heading_title(raw[0])
+    title = meaningful_title(read.meta_title, path.stem) or cover_page_title(raw[0]) or heading_title(raw[0])
     return Document(source=source_name(path), file_hash=file_hash(data), pages=pages, warnings=warnings,
                     title=title, ocr_pages=len(ocr_done))
