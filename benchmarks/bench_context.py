@@ -1,0 +1,116 @@
+"""Document context in chunks, measured on the sec10q filings: does a chunk know whose filing it is?
+
+    python benchmarks/bench_context.py [--store /tmp/bench_context] [--limit N]
+
+1. Ingests ../shared/data/sec10q/docs (12 10-Q filings, `YYYY QN TICKER.pdf`) twice with
+   `rag ingest`: collection `context` (the default: file-name title, document title and
+   section in front of the embedded and BM25-indexed text) and `no-context` (`--no-context`,
+   the reference: each chunk's text alone). An existing collection is reused.
+2. For each of the 116 questions of qna_multi.csv, for dense, BM25 and hybrid, the top 10:
+   - right-filing share: of the 10 chunks, the share whose file name matches the question's
+     `Source Docs` glob (e.g. `*2023 Q3 AAPL*`, `*AMZN*`);
+   - figure recall: of the reference answer's figures (bench_sec10q.figures: money, percentages,
+     grouped or decimal numbers, numbers >= 100 that are not years), the share found among the
+     numbers of the 10 chunk texts (bench_sec10q.context_numbers), summed over questions.
+3. One table, context on beside off, same run. Targets (issue 11): right-filing share >= 0.85,
+   hybrid figure recall above both legs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench_sec10q import context_numbers, figures, load_questions  # noqa: E402
+from pipelines.stores import StoreSettings, open_store  # noqa: E402
+from rag.embed.encoder import SentenceEncoder  # noqa: E402
+from rag.search.retrieval import Retriever  # noqa: E402
+
+DOCS = ROOT.parent / "shared" / "data" / "sec10q" / "docs"
+RAG = Path(sys.executable).with_name("rag")
+MODES = ("dense", "bm25", "hybrid")
+COLLECTIONS = (("context", []), ("no-context", ["--no-context"]))
+
+
+def ingest(store: Path, name: str, extra: list[str]) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run([str(RAG), "ingest", str(DOCS), "--store", str(store), "--collection", name, *extra],
+                          capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"rag ingest failed ({done.returncode}): {done.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def measure(store: Path, name: str, questions: list[dict], encoder) -> dict:
+    vs = open_store(StoreSettings(store_dir=str(store), collection=name))
+    try:
+        retriever = Retriever(vs, encoder, top_k=10)
+        out = {}
+        for mode in MODES:
+            right = total = found = wanted = 0
+            for q in questions:
+                hits = retriever.search(q["Question"], top_k=10, mode=mode).results
+                glob = q["Source Docs"].strip()
+                right += sum(fnmatch.fnmatch(Path(h.source).name, glob) for h in hits)
+                total += len(hits)
+                want = figures(q["Answer"])
+                have = set().union(*(context_numbers(h.text) for h in hits)) if hits else set()
+                wanted += len(want)
+                found += len(want & have)
+            out[mode] = {"right_filing": right / max(total, 1), "figure_recall": found / max(wanted, 1),
+                         "figures": wanted}
+        out["points"] = vs.count()
+        return out
+    finally:
+        vs.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--store", default="/tmp/bench_context")
+    ap.add_argument("--limit", type=int, help="first N questions only")
+    ap.add_argument("--out", help="write the figures as JSON")
+    args = ap.parse_args()
+    store = Path(args.store)
+    seconds = {}
+    for name, extra in COLLECTIONS:
+        seconds[name] = ingest(store, name, extra)
+    questions = load_questions("multi", args.limit)
+    encoder = SentenceEncoder()
+    fig = {name: measure(store, name, questions, encoder) for name, _ in COLLECTIONS}
+    t = Table(title=f"sec10q, {len(questions)} questions, top 10: context on vs off (reference)")
+    for col in ("mode", "right filing: on", "off", "figure recall: on", "off"):
+        t.add_column(col, justify="right" if col != "mode" else "left")
+    for mode in MODES:
+        on, off = fig["context"][mode], fig["no-context"][mode]
+        t.add_row(mode, f"{on['right_filing']:.3f}", f"{off['right_filing']:.3f}",
+                  f"{on['figure_recall']:.3f}", f"{off['figure_recall']:.3f}")
+    console = Console(width=None if sys.stdout.isatty() else 10000)
+    console.print(t)
+    on = fig["context"]
+    console.print(f"points: context {on['points']}, no-context {fig['no-context']['points']}; ingest s: "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    best_leg = max(on["dense"]["figure_recall"], on["bm25"]["figure_recall"])
+    console.print(f"target right-filing share >= 0.85 (hybrid, context on): {on['hybrid']['right_filing']:.3f} -> "
+                  f"{'PASS' if on['hybrid']['right_filing'] >= 0.85 else 'FAIL'}; hybrid figure recall above both "
+                  f"legs: {on['hybrid']['figure_recall']:.3f} vs {best_leg:.3f} -> "
+                  f"{'PASS' if on['hybrid']['figure_recall'] > best_leg else 'FAIL'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"figures": fig, "ingest_seconds": seconds}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
