@@ -67,16 +67,19 @@ def prepare_file(path: str, source: str, versions: list, chunker_cfg: dict, mode
                  max_seq_length: int, ocr: OcrMode) -> dict:
     """Stage 1 for one file: a row {source, outcome} when there is nothing to write (unchanged,
     unreadable, no text), else {source, had_old, doc fields, chunks}."""
+    t0 = time.perf_counter()
     done, had_old = check_file(Path(path), source, versions)
     if done is not None:
-        return {"source": source, "outcome": done}
+        return {"source": source, "outcome": done, "stage1_s": time.perf_counter() - t0}
     doc, chunks, reason = load_and_chunk(path, source, Chunker.from_dict(chunker_cfg),
                                          _counter(model, max_seq_length), ocr)
     if doc is None or not chunks:
         return {"source": source, "outcome": FileOutcome(source=source, status="failed",
-                                                         reason=reason or "no text to index after clean-up")}
+                                                         reason=reason or "no text to index after clean-up"),
+                "stage1_s": time.perf_counter() - t0}
     return {"source": source, "outcome": None, "had_old": had_old, "file_hash": doc.file_hash,
-            "warnings": doc.warnings, "ocr_pages": doc.ocr_pages, "chunks": chunks}
+            "warnings": doc.warnings, "ocr_pages": doc.ocr_pages, "chunks": chunks,
+            "stage1_s": time.perf_counter() - t0}
 
 
 class EncoderActor:
@@ -91,8 +94,10 @@ class EncoderActor:
         return os.getpid()
 
     def encode(self, row: dict) -> dict:
+        t0 = time.perf_counter()
         if row.get("chunks"):
             row["vectors"] = self.encoder.encode([c.indexed_text for c in row["chunks"]])
+        row["stage2_s"] = time.perf_counter() - t0
         return row
 
 
@@ -123,21 +128,27 @@ def ingest_ray(
     address: str | None = None,
     encoders: int | None = None,
     ocr: OcrMode = DEFAULT_OCR,
+    stats: dict[str, float] | None = None,
 ) -> IngestReport:
     """`ingest` on Ray (see the module's docstring). address: a Ray cluster ("auto", or
     "HOST:PORT"; None: the Ray this process already runs, else a new local one). encoders: how
-    many encoder actors (default: one per GPU, else one per two CPUs, at least one)."""
+    many encoder actors (default: one per GPU, else one per two CPUs, at least one). stats: a dict
+    to fill with the seconds spent starting Ray and in each stage (summed over workers), for the
+    benchmark."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
     started = time.perf_counter()
     report = IngestReport(collection=store_settings.describe())
     files = list_files(paths, include, exclude, source_name, report)
+    stats = {} if stats is None else stats
+    t0 = time.perf_counter()
     ray, started_ray = _connect(address)
+    stats["ray_start_s"] = time.perf_counter() - t0
     try:
         vs = open_for_writing(store_settings, encoder, chunker, text_index)
         try:
-            _run(ray, files, vs, encoder, chunker, report, batch_size, progress, encoders, ocr)
+            _run(ray, files, vs, encoder, chunker, report, batch_size, progress, encoders, ocr, stats)
             if report.chunks_written:
                 optimize(vs, progress)
             vs.flush()
@@ -161,7 +172,7 @@ def _pool_size(ray, encoders: int | None) -> tuple[int, float]:
 
 
 def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker, report: IngestReport,
-         batch_size: int, progress: bool, encoders: int | None, ocr: OcrMode) -> None:
+         batch_size: int, progress: bool, encoders: int | None, ocr: OcrMode, stats: dict) -> None:
     from ray.util import ActorPool
 
     from pipelines.render import ingest_progress
@@ -181,6 +192,9 @@ def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker,
         row = stage1.remote(path, src, vs.file_versions(src), *args)
         pool.submit(lambda a, r: a.encode.remote(r), row)
 
+    for key in ("stage1_s", "stage2_s", "write_s"):
+        stats[key] = 0.0
+    stats["encoders"] = n_actors
     with ingest_progress(len(todo), enabled=progress) as bar:
         for path, src in todo[:window]:
             submit(path, src)
@@ -189,10 +203,14 @@ def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker,
             row = pool.get_next_unordered()
             if queued:
                 submit(*queued.pop(0))
+            stats["stage1_s"] += row["stage1_s"]
+            stats["stage2_s"] += row["stage2_s"]
             if row["outcome"] is not None:
                 report.outcomes.append(row["outcome"])
             else:
+                t0 = time.perf_counter()
                 _write_file(row, write, report, batch_size, bar)
+                stats["write_s"] += time.perf_counter() - t0
             bar.advance_file()
 
 

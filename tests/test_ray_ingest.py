@@ -23,7 +23,7 @@ FILES = {
     "a.txt": sentences("alpha", 12),
     "b.md": f"# Beta\n\n{sentences('beta', 6)}\n\n## Usage\n\n{sentences('beta', 6, 10)}\n",
     "sub/c.txt": sentences("gamma", 8),
-    "long.txt": sentences("delta", 400),  # ~150 chunks: the encoder is busy long enough to be killed
+    "long.txt": sentences("delta", 200),  # ~75 chunks: the encoder is busy long enough to be killed
     "bad.pdf": b"this is not a pdf",
     "empty.md": "   \n",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipelines.cli.options import (CHUNKING, ENCODER, INGEST, RETRIEVAL, STORE, add_config_option, add_options,
+from pipelines.cli.options import (CHUNKING, CLUSTER, ENCODER, INGEST, RETRIEVAL, STORE, add_config_option, add_options,
                                    config_from_args, top_k_option)
 
 
@@ -12,6 +12,8 @@ def register(sub, cfg) -> None:
     p = sub.add_parser("ingest", help="turn PDFs, text and Markdown files into a searchable collection")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     add_options(p, "store", STORE, cfg)
+    add_options(p, "Qdrant server or cluster (a new collection; Qdrant computes BM25 statistics per shard)",
+                CLUSTER, cfg)
     add_options(p, "encoder", ENCODER, cfg)
     add_options(p, "chunking (fixed per collection)", CHUNKING, cfg)
     add_options(p, "ingest", INGEST, cfg)
