@@ -69,6 +69,7 @@ def main() -> int:
         stats: dict = {}
         r2 = ingest_ray(files, encoder=enc, store=distributed, progress=False, stats=stats)
         same = ids(single) == ids(distributed)
+        disk = sum(f.stat().st_size for f in Path(f"{tmp}/single").rglob("*") if f.is_file())
 
     print("\n| path | seconds | pages/s | chunks/s | chunks |")
     print("|---|---|---|---|---|")
@@ -88,6 +89,8 @@ def main() -> int:
     print(f"| 2: encode ({stats['encoders']} actor(s), 1 CPU each) | {stats['stage2_s']:.1f} | "
           f"{r2.chunks_written / stats['stage2_s']:.1f} chunks/s |")
     print(f"| 3: driver writes (Edge) | {stats['write_s']:.2f} | {r2.chunks_written / stats['write_s']:.0f} chunks/s |")
+    print(f"\nEdge store on disk: {disk / 1e6:.1f} MB for {r1.total_points} points = {disk / r1.total_points:.0f} "
+          f"bytes/point (vectors, payloads, text index); {r1.chunks_written / n_pages:.2f} chunks/page")
     print(f"\npoint ids equal: {same}")
     return 0 if same else 1
 
