@@ -50,7 +50,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.ingest import DEFAULT_BATCH_SIZE, DEFAULT_DUP_THRESHOLD
-from pipelines.stores import DEFAULT_COLLECTION, DEFAULT_STORE_DIR, StoreSettings
+from pipelines.stores import DEFAULT_COLLECTION, DEFAULT_STORE_DIR, ClusterSettings, StoreSettings
 from rag.answer.llm import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, GenerationSettings
 from rag.answer.prompt import DEFAULT_MARGIN, DEFAULT_MAX_PASSAGES
 from rag.embed.encoder import DEFAULT_MODEL
@@ -77,10 +77,21 @@ class StoreConfig(_Section):
     collection: str = DEFAULT_COLLECTION
     url: str | None = None
     local_path: str | None = None
+    # A new collection on a Qdrant server or cluster (pipelines.stores.ClusterSettings).
+    shard_number: int | None = None
+    replication_factor: int | None = None
+    write_consistency_factor: int | None = None
+    on_disk_payload: bool | None = None
+    quantization: Literal["int8"] | None = None
+    bulk: bool = False
 
     def settings(self) -> StoreSettings:
+        cluster = ClusterSettings(shard_number=self.shard_number, replication_factor=self.replication_factor,
+                                  write_consistency_factor=self.write_consistency_factor,
+                                  on_disk_payload=self.on_disk_payload, quantization=self.quantization,
+                                  bulk=self.bulk)
         return StoreSettings(store_dir=self.dir, collection=self.collection, url=self.url,
-                             local_path=self.local_path)
+                             local_path=self.local_path, cluster=cluster)
 
 
 class EncoderConfig(_Section):

@@ -213,17 +213,24 @@ def _loader_main(requests, out, chunker_cfg: dict, model: str, parent: int, ocr:
     counter = TokenCounter(model, max_seq_length)
 
     for p, src in zip(paths, sources):
-        try:
-            doc = load(p, ocr=ocr)
-            if src and src != doc.source:
-                doc = doc.model_copy(update={"source": src})
-            item = (p, doc, chunker.split(doc, counter), None)
-        except LoadError as e:
-            item = (p, None, [], e.reason)
-        except Exception as e:  # a loader bug must not end the whole job
-            item = (p, None, [], f"unexpected error: {type(e).__name__}: {e}")
-        out.put(item)
+        out.put((p, *load_and_chunk(p, src, chunker, counter, ocr)))
     out.put(None)
+
+
+def load_and_chunk(path: str | Path, source: str | None, chunker: Chunker, counter,
+                   ocr: OcrMode = DEFAULT_OCR) -> tuple[Document | None, list[Chunk], str | None]:
+    """(document, chunks, None), or (None, [], the reason) for a file that cannot be read: the
+    per-file step of the loader process and of the distributed job's stage 1. The file is chunked
+    under `source` when given (a label) and its resolved path otherwise."""
+    try:
+        doc = load(path, ocr=ocr)
+        if source and source != doc.source:
+            doc = doc.model_copy(update={"source": source})
+        return doc, chunker.split(doc, counter), None
+    except LoadError as e:
+        return None, [], e.reason
+    except Exception as e:  # a loader bug must not end the whole job
+        return None, [], f"unexpected error: {type(e).__name__}: {e}"
 
 
 IDLE = "idle"  # yielded by _LoaderProcess.items when no file is ready yet
@@ -315,18 +322,12 @@ def ingest(
     def name(p: Path) -> str:
         return named.get(source_name(p)) or source_name(p)
 
-    files: list[Path] = []
-    for raw in paths:
-        try:
-            files.extend(find_files([raw], include, exclude))
-        except LoadError as e:
-            report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
-    files = list({name(p): p for p in files}.values())
+    files = list_files(paths, include, exclude, name, report)
 
     loader = _LoaderProcess(encoder.model, chunker, ocr) if files else None
     try:
         if vector_store is None:
-            vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+            vs = open_for_writing(store_settings, encoder, chunker, text_index)
         else:
             vs = _check_open_store(vector_store, encoder, chunker)
     except BaseException:
@@ -339,17 +340,11 @@ def ingest(
         todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
         for p in files:
             src = name(p)
-            try:
-                digest = _file_hash(p)
-            except OSError as e:
-                report.outcomes.append(FileOutcome(source=src, status="failed",
-                                                   reason=f"cannot read file: {e.strerror or e}"))
-                continue
-            versions = vs.file_versions(src)
-            if is_complete(versions, digest):
-                report.outcomes.append(FileOutcome(source=src, status="unchanged", chunks=versions[0].points))
+            done, had_old = check_file(p, src, vs.file_versions(src))
+            if done is not None:
+                report.outcomes.append(done)
             else:
-                todo.append((p, any(v.file_hash != digest for v in versions)))
+                todo.append((p, had_old))
         if todo:
             items = (item if item is IDLE else _relabel(name(item[0]), *item[1:])
                      for item in loader.items([p for p, _ in todo], encoder.max_seq_length,
@@ -359,7 +354,7 @@ def ingest(
         if prune:
             _prune(paths, files, vs, write, report)
         if report.chunks_written:
-            _optimize(vs, progress)
+            optimize(vs, progress)
         vs.flush()
         report.total_points = vs.count()
     finally:
@@ -369,6 +364,31 @@ def ingest(
             vs.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def list_files(paths, include, exclude, name, report: IngestReport) -> list[Path]:
+    """The files to ingest, one per source (`name(path)`); a path that cannot be walked becomes a
+    failed outcome in `report`."""
+    files: list[Path] = []
+    for raw in paths:
+        try:
+            files.extend(find_files([raw], include, exclude))
+        except LoadError as e:
+            report.outcomes.append(FileOutcome(source=str(raw), status="failed", reason=e.reason))
+    return list({name(p): p for p in files}.values())
+
+
+def check_file(path: Path, src: str, versions) -> tuple[FileOutcome | None, bool]:
+    """The unchanged-check of one file against the `versions` the store holds of its source:
+    (an "unchanged" or "failed" outcome, False) when there is nothing to write, else (None,
+    whether an older version is stored)."""
+    try:
+        digest = _file_hash(path)
+    except OSError as e:
+        return FileOutcome(source=src, status="failed", reason=f"cannot read file: {e.strerror or e}"), False
+    if is_complete(versions, digest):
+        return FileOutcome(source=src, status="unchanged", chunks=versions[0].points), False
+    return None, any(v.file_hash != digest for v in versions)
 
 
 def _relabel(src: str, doc: Document | None, chunks: list[Chunk], reason: str | None):
@@ -392,7 +412,7 @@ def _check_open_store(vs: VectorStore, encoder: SentenceEncoder, chunker: Chunke
     return vs
 
 
-def _optimize(vs: VectorStore, progress: bool) -> None:
+def optimize(vs: VectorStore, progress: bool) -> None:
     """Build the vector index (minutes for 100k chunks on 2 cores), saying so while it runs."""
     from pipelines.render import status
 
@@ -400,7 +420,7 @@ def _optimize(vs: VectorStore, progress: bool) -> None:
         vs.optimize()
 
 
-def _open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker: Chunker,
+def open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker: Chunker,
                       text_index: TextIndexSettings | None) -> VectorStore:
     size, _ = chunker.limits(encoder)
     info = CollectionInfo(model=encoder.model_id, dimension=encoder.dimension,
@@ -425,7 +445,7 @@ def ingest_documents(
     chunker = chunker or Chunker()
     started = time.perf_counter()
     report = IngestReport(collection=store_settings.describe())
-    vs = _open_for_writing(store_settings, encoder, chunker, text_index)
+    vs = open_for_writing(store_settings, encoder, chunker, text_index)
     try:
         todo: list[Document] = []
         had_old: dict[str, bool] = {}
@@ -440,7 +460,7 @@ def ingest_documents(
         items = ((d.source, d, chunker.split(d, encoder), None) for d in todo)
         _run(items, len(todo), had_old, encoder, _Writer(vs), report, batch_size, progress)
         if report.chunks_written:
-            _optimize(vs, progress)
+            optimize(vs, progress)
         vs.flush()
         report.total_points = vs.count()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -10,6 +11,30 @@ from rag.search.store import CollectionInfo, VectorStore
 
 DEFAULT_STORE_DIR = "rag_store"
 DEFAULT_COLLECTION = "documents"
+
+
+class ClusterSettings(BaseModel):
+    """How a new collection on a Qdrant server or cluster is laid out (`[store]` / `rag ingest`
+    flags; None: the server's default). Applied where the collection is created; the embedded
+    stores (Edge, local mode) are one in-process shard: Edge refuses them, local mode accepts
+    and ignores them (qdrant-client records none of them there).
+    - shard_number, replication_factor, write_consistency_factor: Qdrant's collection params;
+    - on_disk_payload: payloads on disk (read when returned), RAM for vectors and indexes only;
+    - quantization "int8": scalar quantization (quantile 0.99), the quantized vectors in RAM
+      (always_ram) and the float32 originals on disk (rescoring reads them);
+    - bulk: a new collection is loaded without building HNSW (m=0, indexing_threshold=0, as in
+      Qdrant's bulk-upload guide) and m=16 / indexing_threshold=20000 (Qdrant's defaults) are
+      restored when the job ends (`optimize`), also by a rerun after a crash."""
+
+    shard_number: int | None = Field(None, ge=1)
+    replication_factor: int | None = Field(None, ge=1)
+    write_consistency_factor: int | None = Field(None, ge=1)
+    on_disk_payload: bool | None = None
+    quantization: Literal["int8"] | None = None
+    bulk: bool = False
+
+    def is_set(self) -> bool:
+        return self != ClusterSettings()
 
 
 class StoreSettings(BaseModel):
@@ -21,6 +46,7 @@ class StoreSettings(BaseModel):
     url: str | None = None
     api_key: str | None = Field(default=None, repr=False, exclude=True)
     local_path: str | None = None
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
 
     def describe(self) -> str:
         if self.url:
@@ -38,8 +64,15 @@ def open_store(settings: StoreSettings, info: CollectionInfo | None = None,
         from connectors.qdrant.client import ClientStore
 
         return ClientStore(settings.collection, info=info, create=create, url=settings.url,
-                           api_key=settings.api_key, path=settings.local_path)
+                           api_key=settings.api_key, path=settings.local_path,
+                           cluster=settings.cluster.model_dump())
     from connectors.qdrant.edge import EdgeStore
+
+    if create and settings.cluster.is_set():
+        from rag.errors import ConfigError
+
+        raise ConfigError("shards, replicas, payload on disk, quantization and bulk mode are settings of a "
+                          "Qdrant server or cluster (--url): the embedded Edge store is one in-process shard")
 
     return EdgeStore(settings.store_dir, settings.collection, info=info, create=create)
 

@@ -33,13 +33,34 @@ def text_index_params(settings: TextIndexSettings):
     )
 
 
+BULK_RESTORE = {"m": 16, "indexing_threshold": 20000}  # Qdrant's defaults, restored after a bulk load
+
+
+def collection_params(cluster: dict, models) -> dict:
+    """create_collection's keyword arguments for the cluster settings `cluster` (the fields of
+    pipelines.stores.ClusterSettings; None: the server's default). int8: scalar quantization,
+    quantile 0.99, quantized vectors always in RAM, originals on disk (Qdrant's "memory
+    optimisation with quantization" recipe); bulk: HNSW not built during the load (m=0,
+    indexing_threshold=0, Qdrant's bulk-upload guide)."""
+    m = models
+    out = {k: cluster[k] for k in ("shard_number", "replication_factor", "write_consistency_factor",
+                                   "on_disk_payload") if cluster.get(k) is not None}
+    if cluster.get("quantization") == "int8":
+        out["quantization_config"] = m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(
+            type=m.ScalarType.INT8, quantile=0.99, always_ram=True))
+    if cluster.get("bulk"):
+        out["hnsw_config"] = m.HnswConfigDiff(m=0)
+        out["optimizers_config"] = m.OptimizersConfigDiff(indexing_threshold=0)
+    return out
+
+
 class ClientStore(QdrantStoreBase):
     """A collection on a Qdrant server (url, api_key; the key defaults to $QDRANT_API_KEY and is
     never printed) or in qdrant-client's local mode (path)."""
 
     def __init__(self, name: str, info: CollectionInfo | None = None, create: bool = True,
                  url: str | None = None, api_key: str | None = None, path: str | None = None,
-                 timeout: int = 30):
+                 timeout: int = 30, cluster: dict | None = None):
         from qdrant_client import QdrantClient, models
 
         if not (url or path):
@@ -47,6 +68,7 @@ class ClientStore(QdrantStoreBase):
         self._m = models
         self.name = name
         self.local = path is not None
+        self.cluster = cluster or {}
         try:
             self._client = (QdrantClient(path=path) if self.local else
                             QdrantClient(url=url, api_key=api_key or os.environ.get("QDRANT_API_KEY"),
@@ -74,8 +96,10 @@ class ClientStore(QdrantStoreBase):
         m = self._m
         self._client.create_collection(
             self.name,
-            vectors_config={DENSE: m.VectorParams(size=self.info.dimension, distance=m.Distance.COSINE)},
-            metadata={"rag": self.info.model_dump(mode="json")},
+            vectors_config={DENSE: m.VectorParams(size=self.info.dimension, distance=m.Distance.COSINE,
+                                                  on_disk=True if self.cluster.get("quantization") else None)},
+            metadata={"rag": self.info.model_dump(mode="json"), "rag_cluster": self.cluster},
+            **collection_params(self.cluster, m),
         )
         with warnings.catch_warnings():  # local mode: "payload indexes have no effect"
             warnings.simplefilter("ignore", UserWarning)
@@ -151,7 +175,13 @@ class ClientStore(QdrantStoreBase):
         pass  # the server persists each acknowledged write (wait=True)
 
     def optimize(self) -> None:
-        pass  # the server's optimizers run in the background
+        """The server's optimizers run in the background; after a bulk load, HNSW is switched
+        back on (Qdrant then builds it in the background)."""
+        if self.cluster.get("bulk"):
+            m = self._m
+            self._client.update_collection(
+                self.name, hnsw_config=m.HnswConfigDiff(m=BULK_RESTORE["m"]),
+                optimizers_config=m.OptimizersConfigDiff(indexing_threshold=BULK_RESTORE["indexing_threshold"]))
 
     def close(self) -> None:
         client, self._client = getattr(self, "_client", None), None

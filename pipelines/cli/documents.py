@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from pipelines.cli.options import (CHUNKING, ENCODER, INGEST, RETRIEVAL, STORE, add_config_option, add_options,
+from pipelines.cli.options import (CHUNKING, CLUSTER, ENCODER, INGEST, RETRIEVAL, STORE, add_config_option, add_options,
                                    config_from_args, top_k_option)
 
 
@@ -12,10 +12,15 @@ def register(sub, cfg) -> None:
     p = sub.add_parser("ingest", help="turn PDFs, text and Markdown files into a searchable collection")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
     add_options(p, "store", STORE, cfg)
+    add_options(p, "Qdrant server or cluster (a new collection; Qdrant computes BM25 statistics per shard)",
+                CLUSTER, cfg)
     add_options(p, "encoder", ENCODER, cfg)
     add_options(p, "chunking (fixed per collection)", CHUNKING, cfg)
     add_options(p, "ingest", INGEST, cfg)
     p.add_argument("--prune", action="store_true", help="remove chunks of files that are gone")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="load and encode on a Ray cluster (pip install -e \".[ray]\"): ADDRESS is 'auto', "
+                        "HOST:PORT, or none for a local Ray on this machine's CPUs")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_config_option(p, cfg)
@@ -40,12 +45,36 @@ def cmd_ingest(args) -> int:
 
     cfg = config_from_args(args)
     ing = cfg.ingest
+    if args.ray:
+        return _ingest_ray(args, cfg)
     report = ingest(
         args.paths, encoder=cfg.encoder.build(), store=cfg.store.settings(), chunker=cfg.chunking.build(),
         include=ing.include, exclude=ing.exclude, prune=args.prune,
         text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
         progress=not args.no_progress and not args.json,
         near_duplicates=ing.near_duplicates, dup_threshold=ing.dup_threshold, ocr=ing.ocr,
+    )
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+    else:
+        render.print_ingest_report(report)
+    return 1 if report.failed else 0
+
+
+def _ingest_ray(args, cfg) -> int:
+    from pipelines import render
+    from pipelines.ray_ingest import ingest_ray
+    from rag.errors import ConfigError
+    from rag.search.store import TextIndexSettings
+
+    ing = cfg.ingest
+    if args.prune or ing.near_duplicates:
+        raise ConfigError("--ray does not take --prune or --near-duplicates yet: run them without --ray")
+    report = ingest_ray(
+        args.paths, encoder=cfg.encoder.build(), store=cfg.store.settings(), chunker=cfg.chunking.build(),
+        include=ing.include, exclude=ing.exclude,
+        text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
+        progress=not args.no_progress and not args.json, address=args.ray, ocr=ing.ocr,
     )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))

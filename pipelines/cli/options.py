@@ -70,6 +70,18 @@ STORE = [
                                "(API key from $QDRANT_API_KEY)"),
     _opt("--qdrant-path", "store.local_path", "qdrant-client local-mode folder instead of the embedded store"),
 ]
+CLUSTER = [  # a new collection on a Qdrant server or cluster (--url); rag ingest only
+    _opt("--shards", "store.shard_number", "new collection: shard number", type=int, metavar="N"),
+    _opt("--replicas", "store.replication_factor", "new collection: replication factor", type=int, metavar="N"),
+    _opt("--write-consistency", "store.write_consistency_factor",
+         "new collection: replicas that must acknowledge a write", type=int, metavar="N"),
+    _opt("--on-disk-payload", "store.on_disk_payload", "new collection: payloads on disk, not in RAM",
+         action="store_const", const=True),
+    _opt("--quantization", "store.quantization", "new collection: int8 scalar quantization, the quantized "
+                                                 "vectors in RAM and the originals on disk", choices=("int8",)),
+    _opt("--bulk", "store.bulk", "new collection: defer building HNSW until the load ends (restored then)",
+         action="store_const", const=True),
+]
 ENCODER = [
     _opt("--model", "encoder.model", "encoder: hub name or local folder (default: %(default)s)"),
     _opt("--device", "encoder.device", DEVICE_HELP),

@@ -1,0 +1,228 @@
+"""The ingest job on a Ray cluster: the same files, chunk ids, payloads and report as
+`pipelines.ingest.ingest`, with loading and encoding fanned out over the cluster's cores and GPUs.
+
+One row per file through the whole job, so that a file's chunk count is known before its first
+point is written and its old version is deleted only after its new one is complete:
+- the driver lists the files, opens (creates) the collection and its indexes, and reads the
+  versions the store holds of each source (metadata only);
+- stage 1, a CPU task per file (`prepare_file`): hash, the unchanged-check against those
+  versions, load, clean, chunk. A bad file becomes a "failed" row with its reason, never an
+  exception. Workers read the file from storage the cluster shares: its bytes never travel
+  through Ray's object store, only its chunks do;
+- stage 2, a pool of encoder actors (`EncoderActor`: the model loaded once per actor; one GPU
+  each when the cluster has GPUs). Stage 1's result goes to the actor by reference, not
+  through the driver;
+- stage 3, the writer: here the driver, which owns the store. The embedded stores (Qdrant Edge,
+  qdrant-client local mode) are single-process, so every write goes through it: a file's
+  points are upserted in batches (wait=True for a server) and then its other versions deleted,
+  exactly as in the single-process job.
+
+Faults: a stage-1 task whose worker dies is retried by Ray (`max_retries`); an encoder actor
+that dies is restarted and its call retried (`max_restarts`, `max_task_retries`). The file is
+then simply redone: deterministic ids make that safe. A killed driver is resumed by running the
+same command again: finished files are then "unchanged".
+
+Ray is imported here only: `pip install -e ".[ray]"`; the single-process job never imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+from pipelines.ingest import (DEFAULT_BATCH_SIZE, FileOutcome, IngestReport, _Writer, check_file, list_files,
+                              load_and_chunk, open_for_writing, optimize)
+from pipelines.stores import StoreSettings
+from rag.embed.encoder import SentenceEncoder
+from rag.errors import ConfigError
+from rag.ingest.chunking import Chunker
+from rag.ingest.loaders import DEFAULT_INCLUDE, source_name
+from rag.ingest.pdf import DEFAULT_OCR, OcrMode
+from rag.search.store import TextIndexSettings
+
+STAGE1_RETRIES = 3  # a stage-1 task whose worker died is run again this many times
+ACTOR_RESTARTS = 3  # an encoder actor that died is restarted this many times (its call retried)
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('--ray needs Ray: pip install -e ".[ray]"') from None
+    return ray
+
+
+@lru_cache(maxsize=4)
+def _counter(model: str, max_seq_length: int):
+    """One tokenizer per worker process and model (a worker runs many stage-1 tasks)."""
+    from rag.embed.encoder import TokenCounter
+
+    return TokenCounter(model, max_seq_length)
+
+
+def prepare_file(path: str, source: str, versions: list, chunker_cfg: dict, model: str,
+                 max_seq_length: int, ocr: OcrMode) -> dict:
+    """Stage 1 for one file: a row {source, outcome} when there is nothing to write (unchanged,
+    unreadable, no text), else {source, had_old, doc fields, chunks}."""
+    t0 = time.perf_counter()
+    done, had_old = check_file(Path(path), source, versions)
+    if done is not None:
+        return {"source": source, "outcome": done, "stage1_s": time.perf_counter() - t0}
+    doc, chunks, reason = load_and_chunk(path, source, Chunker.from_dict(chunker_cfg),
+                                         _counter(model, max_seq_length), ocr)
+    if doc is None or not chunks:
+        return {"source": source, "outcome": FileOutcome(source=source, status="failed",
+                                                         reason=reason or "no text to index after clean-up"),
+                "stage1_s": time.perf_counter() - t0}
+    return {"source": source, "outcome": None, "had_old": had_old, "file_hash": doc.file_hash,
+            "warnings": doc.warnings, "ocr_pages": doc.ocr_pages, "chunks": chunks,
+            "stage1_s": time.perf_counter() - t0}
+
+
+class EncoderActor:
+    """Stage 2: holds one encoder (loaded once, on the actor's GPU when it has one) and adds
+    the vectors of a row's chunks to it; a row without chunks passes through."""
+
+    def __init__(self, encoder_cfg: dict):
+        self.encoder = SentenceEncoder.from_dict(encoder_cfg)
+        self.encoder.warm_up()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def encode(self, row: dict) -> dict:
+        t0 = time.perf_counter()
+        if row.get("chunks"):
+            row["vectors"] = self.encoder.encode([c.indexed_text for c in row["chunks"]])
+        row["stage2_s"] = time.perf_counter() - t0
+        return row
+
+
+def _connect(address: str | None):
+    """(ray, whether this call started it): the running Ray of this process, the cluster at
+    `address` ("auto": the one `ray start` runs here), or a new local one on this machine's CPUs."""
+    ray = _ray()
+    if ray.is_initialized():
+        return ray, False
+    if address and address != "local":
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+    return ray, True
+
+
+def ingest_ray(
+    paths: Sequence[str | Path],
+    encoder: SentenceEncoder | None = None,
+    store: StoreSettings | None = None,
+    chunker: Chunker | None = None,
+    include: Iterable[str] = DEFAULT_INCLUDE,
+    exclude: Iterable[str] = (),
+    text_index: TextIndexSettings | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    *,
+    address: str | None = None,
+    encoders: int | None = None,
+    ocr: OcrMode = DEFAULT_OCR,
+    stats: dict[str, float] | None = None,
+) -> IngestReport:
+    """`ingest` on Ray (see the module's docstring). address: a Ray cluster ("auto", or
+    "HOST:PORT"; None: the Ray this process already runs, else a new local one). encoders: how
+    many encoder actors (default: one per GPU, else one per two CPUs, at least one). stats: a dict
+    to fill with the seconds spent starting Ray and in each stage (summed over workers), for the
+    benchmark."""
+    encoder = encoder or SentenceEncoder()
+    store_settings = store or StoreSettings()
+    chunker = chunker or Chunker()
+    started = time.perf_counter()
+    report = IngestReport(collection=store_settings.describe())
+    files = list_files(paths, include, exclude, source_name, report)
+    stats = {} if stats is None else stats
+    t0 = time.perf_counter()
+    ray, started_ray = _connect(address)
+    stats["ray_start_s"] = time.perf_counter() - t0
+    try:
+        vs = open_for_writing(store_settings, encoder, chunker, text_index)
+        try:
+            _run(ray, files, vs, encoder, chunker, report, batch_size, progress, encoders, ocr, stats)
+            if report.chunks_written:
+                optimize(vs, progress)
+            vs.flush()
+            report.total_points = vs.count()
+        finally:
+            vs.close()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _pool_size(ray, encoders: int | None) -> tuple[int, float]:
+    """(encoder actors, GPUs per actor)."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if encoders is None:
+        encoders = gpus or max(1, int(resources.get("CPU", 1)) // 2)
+    return max(1, encoders), (1.0 if gpus else 0.0)
+
+
+def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker, report: IngestReport,
+         batch_size: int, progress: bool, encoders: int | None, ocr: OcrMode, stats: dict) -> None:
+    from ray.util import ActorPool
+
+    from pipelines.render import ingest_progress
+
+    n_actors, gpus = _pool_size(ray, encoders)
+    actor = ray.remote(EncoderActor).options(num_cpus=0 if gpus else 1, num_gpus=gpus,
+                                             max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+    cfg = encoder.to_dict()
+    pool = ActorPool([actor.remote(cfg) for _ in range(n_actors)])
+    stage1 = ray.remote(prepare_file).options(num_cpus=1, max_retries=STAGE1_RETRIES)
+    args = (chunker.to_dict(), encoder.model, encoder.max_seq_length, ocr)
+    write = _Writer(vs)
+    window = 2 * n_actors + int(ray.cluster_resources().get("CPU", 1))  # rows in flight at most
+    todo = [(str(p), source_name(p)) for p in files]
+
+    def submit(path: str, src: str) -> None:
+        row = stage1.remote(path, src, vs.file_versions(src), *args)
+        pool.submit(lambda a, r: a.encode.remote(r), row)
+
+    for key in ("stage1_s", "stage2_s", "write_s"):
+        stats[key] = 0.0
+    stats["encoders"] = n_actors
+    with ingest_progress(len(todo), enabled=progress) as bar:
+        for path, src in todo[:window]:
+            submit(path, src)
+        queued = todo[window:]
+        while pool.has_next():
+            row = pool.get_next_unordered()
+            if queued:
+                submit(*queued.pop(0))
+            stats["stage1_s"] += row["stage1_s"]
+            stats["stage2_s"] += row["stage2_s"]
+            if row["outcome"] is not None:
+                report.outcomes.append(row["outcome"])
+            else:
+                t0 = time.perf_counter()
+                _write_file(row, write, report, batch_size, bar)
+                stats["write_s"] += time.perf_counter() - t0
+            bar.advance_file()
+
+
+def _write_file(row: dict, write, report: IngestReport, batch_size: int, bar) -> None:
+    """Stage 3 for one file: its points in batches, then its other versions deleted (last, so
+    that until here the old copy stays searchable)."""
+    src, chunks, vectors = row["source"], row["chunks"], row["vectors"]
+    totals = {src: len(chunks)}
+    for start in range(0, len(chunks), batch_size):
+        write("upsert", chunks[start:start + batch_size], vectors[start:start + batch_size], totals)
+        report.chunks_written += len(chunks[start:start + batch_size])
+        bar.advance_chunks(len(chunks[start:start + batch_size]))
+    write("delete_other_versions", src, row["file_hash"])
+    report.outcomes.append(FileOutcome(source=src, status="replaced" if row["had_old"] else "ingested",
+                                       chunks=len(chunks), warnings=row["warnings"], ocr_pages=row["ocr_pages"]))
