@@ -2,7 +2,7 @@
 
     text/        clean-up, sentences, token counts
     ingest/      loaders (files -> Document), chunking (Document -> Chunk)
-    embed/       the sentence encoder, device choice, tiled similarity
+    embed/       the sentence encoder, device choice, tiled similarity, clustering
     search/      the store protocol, fusion, the hybrid retriever
     answer/      the LLM protocol, prompt assembly, citation checks, extracts
     evaluation/  retrieval metrics, BEIR folders, STS
@@ -32,6 +32,8 @@ _EXPORTS = {
     "load": "rag.ingest.loaders", "find_files": "rag.ingest.loaders",
     "Chunker": "rag.ingest.chunking",
     "SentenceEncoder": "rag.embed.encoder",
+    "cluster": "rag.embed.clustering", "Cluster": "rag.embed.clustering",
+    "community_detection": "rag.embed.clustering",
     "VectorStore": "rag.search.store", "CollectionInfo": "rag.search.store",
     "TextIndexSettings": "rag.search.store",
     "Retriever": "rag.search.retrieval", "SearchResponse": "rag.search.retrieval",
@@ -45,6 +47,7 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
     from rag.answer.prompt import PromptAssembler, PromptTemplate
+    from rag.embed.clustering import Cluster, cluster, community_detection
     from rag.embed.encoder import SentenceEncoder
     from rag.errors import (CollectionNotFoundError, ConfigError, LLMError, LoadError, ModelMismatchError, RagError,
                             StoreLockedError)
