@@ -340,6 +340,24 @@ def print_mined_pairs(pairs, texts, threshold: float, label: str, seconds: float
     out.print(t)
 
 
+def print_clusters(clusters, texts, threshold: float, min_size: int, label: str, seconds: float, top: int,
+                   out: Console | None = None) -> None:
+    """One row per cluster, largest first: size, most central text, top terms."""
+    out = out or stdout()
+    clustered = sum(c.size for c in clusters)
+    t = _table(escape(f"{len(clusters)} clusters (cosine >= {threshold}, at least {min_size} texts) among "
+                      f"{len(texts)} texts of {label}: {clustered} clustered, {len(texts) - clustered} in none "
+                      f"({seconds:.1f} s)" + (f"; top {top}" if len(clusters) > top else "")), show_lines=True)
+    t.add_column("#", justify="right")
+    t.add_column("size", justify="right")
+    t.add_column("most central text", overflow="fold")
+    t.add_column("top terms", overflow="fold")
+    for c in clusters[:top]:
+        t.add_row(str(c.id), str(c.size), escape(" ".join(texts[c.central].split())[:300]),
+                  escape(", ".join(term for term, _ in c.terms)))
+    out.print(t)
+
+
 def short_source(source: str) -> str:
     """A source path as the user would type it: relative to the working folder when inside it,
     else its last two parts."""

@@ -102,23 +102,29 @@ def collection_texts(settings: StoreSettings) -> list[str]:
         vs.close()
 
 
-def collection_vectors(settings: StoreSettings, batch: int = 1024):
-    """(chunk texts, stored vectors, L2-normalised) of a collection, read back without encoding
-    (for `rag mine --collection`)."""
+def collection_points(settings: StoreSettings, fields: tuple[str, ...] = ("text",), batch: int = 1024):
+    """(point ids, payloads with `fields`, stored vectors L2-normalised) of a collection, read
+    back without encoding (for `rag mine` and `rag cluster` over a collection)."""
     import numpy as np
 
     vs = open_store(settings)
     try:
-        ids, texts = [], []
-        for pid, payload in vs.payloads(["text"]):
+        ids, payloads = [], []
+        for pid, payload in vs.payloads(list(fields)):
             ids.append(pid)
-            texts.append(payload.get("text", ""))
+            payloads.append(payload or {})
         vectors = np.zeros((len(ids), vs.info.dimension), dtype=np.float32)
         row = {i: k for k, i in enumerate(ids)}
         for start in range(0, len(ids), batch):
             for h in vs.retrieve(ids[start:start + batch], with_vectors=True):
                 vectors[row[h.id]] = h.vector
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return texts, vectors / np.clip(norms, 1e-12, None)
+        return ids, payloads, vectors / np.clip(norms, 1e-12, None)
     finally:
         vs.close()
+
+
+def collection_vectors(settings: StoreSettings, batch: int = 1024):
+    """(chunk texts, stored vectors, L2-normalised) of a collection."""
+    _, payloads, vectors = collection_points(settings, ("text",), batch)
+    return [p.get("text", "") for p in payloads], vectors

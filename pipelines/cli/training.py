@@ -1,12 +1,11 @@
-"""`rag train`, `rag adapt` and `rag mine`: fine-tune the encoder, adapt it without labels, and
-mine paraphrase / near-duplicate pairs."""
+"""`rag train` and `rag adapt`: fine-tune the encoder (or train a reranker), adapt it without
+labels."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
-from pipelines.cli.options import ENCODER, STORE, add_config_option, add_options, config_from_args
+from pipelines.cli.options import STORE, add_config_option, add_options, config_from_args
 
 
 def _train_args(t: argparse.ArgumentParser, cfg, epochs: int | None = None, batch_size: int | None = None) -> None:
@@ -120,25 +119,6 @@ def register(sub, cfg) -> None:
     _dev_args(p, with_holdout=False)
     _train_args(p, cfg, epochs=1, batch_size=32)
     p.set_defaults(func=cmd_adapt)
-
-    p = sub.add_parser("mine", help="paraphrase / near-duplicate mining: all pairs above a cosine threshold",
-                       description="Embed texts (or read a collection's stored vectors) and list every pair "
-                                   "with cosine >= threshold, computed in bounded memory, best first.")
-    p.add_argument("file", nargs="?", metavar="FILE",
-                   help=".txt (one text a line), .csv/.tsv/.jsonl (--column, default 'text' or the first), "
-                        "or an STS-B file (its unique sentences)")
-    p.add_argument("--collection", help="mine a collection's chunks (stored vectors, no encoding)")
-    p.add_argument("--store", default=cfg.store.dir, metavar="DIR", help="store folder for --collection")
-    p.add_argument("--url", default=cfg.store.url, help="Qdrant server URL for --collection")
-    p.add_argument("--column", help="column / key holding the text")
-    p.add_argument("--threshold", type=float, default=0.9, help="cosine threshold (default: %(default)s)")
-    add_options(p, "encoder (for a file)", ENCODER, cfg)
-    p.add_argument("--block", type=int, default=2048, help="tile edge; memory ~ block^2 * 4 bytes")
-    p.add_argument("--top", type=int, default=20, help="pairs to print (default: %(default)s)")
-    p.add_argument("--out", metavar="TSV", help="write all pairs here (i, j, cosine, text i, text j)")
-    p.add_argument("--json", action="store_true", help="print all pairs as JSON")
-    add_config_option(p, cfg)
-    p.set_defaults(func=cmd_mine)
 
 
 def _settings(args, **extra):
@@ -271,45 +251,3 @@ def cmd_adapt(args) -> int:
     return _run_training(args, "Adapted", lambda on_step, on_epoch: train(
         args.model, data, args.out, loss="mnr", settings=_settings(args), evaluator=evaluator,
         device=args.device, on_step=on_step, on_epoch=on_epoch))
-
-
-def cmd_mine(args) -> int:
-    import time
-    from pathlib import Path
-
-    from pipelines import render
-    from pipelines.stores import StoreSettings, collection_vectors
-    from rag.errors import ConfigError
-    from rag.training.mining import mine_pairs, read_texts
-
-    if bool(args.file) == bool(args.collection):
-        raise ConfigError("give a FILE or --collection NAME (one of them)")
-    t0 = time.perf_counter()
-    if args.collection:
-        texts, vectors = collection_vectors(StoreSettings(store_dir=args.store, collection=args.collection,
-                                                          url=args.url))
-        label = f"collection '{args.collection}'"
-    else:
-        texts = read_texts(args.file, args.column)
-        vectors = config_from_args(args).encoder.build().encode(texts)
-        label = args.file
-    pairs = mine_pairs(vectors, args.threshold, block=args.block)
-    seconds = time.perf_counter() - t0
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write("i\tj\tcosine\ttext_i\ttext_j\n")
-            for i, j, s in pairs:
-                fh.write(f"{i}\t{j}\t{s:.4f}\t{_one_line(texts[i])}\t{_one_line(texts[j])}\n")
-    if args.json:
-        print(json.dumps({"texts": len(texts), "threshold": args.threshold, "pairs": [
-            {"i": i, "j": j, "cosine": round(s, 6), "text_i": texts[i], "text_j": texts[j]} for i, j, s in pairs]},
-            indent=2))
-        return 0
-    render.print_mined_pairs(pairs, texts, args.threshold, label, seconds, args.top)
-    if args.out:
-        print(f"wrote {len(pairs)} pairs to {Path(args.out)}")
-    return 0
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
