@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 DEFAULT_STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 SWEEP = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
@@ -80,61 +77,21 @@ def sts(args) -> None:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
-_CHILD = r"""
-import json, sys, time
-import numpy as np
-sys.path.insert(0, {root!r})
-
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-emb = np.load({path!r})
-which, threshold, block = {which!r}, {threshold!r}, {block!r}
-if which == "st":
-    import torch
-    from sentence_transformers import util
-    torch.set_num_threads({threads})
-    x = torch.from_numpy(emb)
-base = hwm()
-t0 = time.perf_counter()
-if which == "ours":
-    from rag.training.mining import mine_pairs
-    pairs = [(i, j) for i, j, s in mine_pairs(emb, threshold, block=block)]
-else:
-    pairs = [(min(int(i), int(j)), max(int(i), int(j))) for s, i, j in util.paraphrase_mining_embeddings(x)
-             if s >= threshold]
-seconds = time.perf_counter() - t0
-json.dump({{"seconds": seconds, "peak_extra_bytes": hwm() - base, "pairs": sorted(pairs)}},
-          open({out!r}, "w"))
-"""
-
-
 def scale(args) -> None:
-    import os
+    from measured_child import load_embeddings, run_measured
 
-    if args.random:
-        rng = np.random.default_rng(0)
-        emb = rng.normal(size=(args.n, 384)).astype(np.float32)
-        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-        label = f"{args.n} random unit vectors (dim 384)"
-    else:
-        from pipelines.stores import StoreSettings, collection_vectors
-
-        _, emb = collection_vectors(StoreSettings(store_dir=args.store, collection=args.collection))
-        emb = emb[:args.n]
-        label = f"{len(emb)} stored vectors of collection '{args.collection}' (dim {emb.shape[1]})"
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "emb.npy")
-        np.save(path, np.ascontiguousarray(emb, dtype=np.float32))
-        for which in ("ours", "st"):
-            out = os.path.join(tmp, f"{which}.json")
-            code = _CHILD.format(root=str(Path(__file__).resolve().parents[1]), path=path, which=which,
-                                 threshold=args.threshold, block=args.block, out=out,
-                                 threads=len(os.sched_getaffinity(0)))
-            subprocess.run([sys.executable, "-c", code], check=True)
-            results[which] = json.loads(Path(out).read_text())
+    emb, label = load_embeddings(args)
+    results = {
+        "ours": run_measured(emb, "from rag.training.mining import mine_pairs",
+                             "result = [(i, j) for i, j, s in mine_pairs(emb, params['threshold'], "
+                             "block=params['block'])]", threshold=args.threshold, block=args.block),
+        "st": run_measured(emb, "from sentence_transformers import util",
+                           "result = sorted((min(int(i), int(j)), max(int(i), int(j))) for s, i, j in "
+                           "util.paraphrase_mining_embeddings(torch.from_numpy(emb)) if s >= params['threshold'])",
+                           threshold=args.threshold),
+    }
+    for r in results.values():
+        r["pairs"] = sorted(map(tuple, r.pop("result")))
     ours, st = (set(map(tuple, results[k]["pairs"])) for k in ("ours", "st"))
     print(f"{label}, threshold {args.threshold}\n")
     print("| miner | seconds | peak extra memory (MiB) | pairs >= threshold |")
@@ -151,6 +108,8 @@ def scale(args) -> None:
 
 
 def main() -> None:
+    from measured_child import add_embedding_args
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     s = sub.add_parser("sts")
@@ -159,10 +118,7 @@ def main() -> None:
     s.add_argument("--json", help="write the sweep here")
     s.set_defaults(func=sts)
     s = sub.add_parser("scale")
-    s.add_argument("--store", default="rag_store")
-    s.add_argument("--collection", default="recombined-100000")
-    s.add_argument("--random", action="store_true", help="random unit vectors instead of a collection")
-    s.add_argument("-n", type=int, default=100_000)
+    add_embedding_args(s)
     s.add_argument("--threshold", type=float, default=0.9)
     s.add_argument("--block", type=int, default=2048)
     s.set_defaults(func=scale)
