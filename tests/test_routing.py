@@ -36,7 +36,8 @@ def filing(company: str, quarter: str, seed: int, extra: str = "") -> str:
             out.append(f"{company} reported net sales of {n} million dollars and operating income of "
                        f"{n // 3} million in {section.lower()} item {j}, against {n - 90} million a year "
                        f"earlier, as the board of {company} reviewed the results.")
-        out.append("")
+        # a word of Zephyr's title ("Dynamics") that every filing's text uses
+        out += [f"Management weighed the market dynamics of {section.lower()}.", ""]
     return "\n".join(out) + extra
 
 
@@ -118,9 +119,9 @@ def test_a_query_naming_a_company_and_quarter_searches_that_filing(filings, enco
     assert {"zephyr", "q1"} <= set(resp.route.terms)
     assert resp.results and names(h.source for h in resp.results) == {"2023 Q1 ZPHR.md"}
     assert any("routed to 1 of 4 documents" in n for n in resp.notes)
-    # without routing, the rest of the 40 come from the other filings
+    # without routing, the rest of the 40 come from other filings
     off = r.search(query, route="off")
-    assert off.route is None and len(names(h.source for h in off.results)) == 4
+    assert off.route is None and len(names(h.source for h in off.results)) > 1
 
 
 def test_ties_keep_every_document_of_the_company(filings, encoder):
@@ -139,10 +140,12 @@ def test_latest_keeps_the_latest_period_of_the_documents_named(filings, encoder)
 def test_no_routing_without_a_word_that_names_a_minority(filings, encoder):
     r = Retriever(filings, encoder, top_k=10)
     for query in ("What were net sales and operating income?",  # content words only
-                  "quarterly report 2023"):  # title words in every document
+                  "quarterly report 2023",  # title words in every document
+                  "How did market dynamics change?"):  # in Zephyr's titles, in everyone's text
         resp = r.search(query)
         assert resp.route is not None and not resp.route.routed, query
         assert resp.route.reason
+        assert "content words" in r.search("market dynamics").route.reason
         assert [h.id for h in resp.results] == [h.id for h in r.search(query, route="off").results]
     assert len(names(h.source for h in r.search("net sales", top_k=20).results)) > 1
 

@@ -14,10 +14,11 @@ the chunk search to them with a `source` filter (the mechanism of the user's fil
   out, no stemming), with "first quarter" .. "fourth quarter" also read as q1 .. q4.
 - **Name terms.** A descriptor word names documents when it is in at most half of the
   descriptors and, where the chunks' own text uses it, at least half of those chunks belong to
-  the documents it describes: "apple" (Apple's filings say "Apple", the others do not) or
-  "q3" (a file name's; the filings' text does not say it) name documents; "attention", in the
-  title of one paper of a paper collection and in the text of all of them, does not. Numbers,
-  month names and legal forms ("Inc.", "Corporation") are never names.
+  the documents it describes, and at most a fifth of the other documents use it (in two chunks
+  or more): "apple" (Apple's filings say "Apple", the others never) or "q3" (a file name's,
+  and Apple's page footers') name documents; "attention", in the title of one paper of a
+  paper collection and in the text of four of the six others, does not. Numbers, month names
+  and legal forms ("Inc.", "Corporation") are never names.
 - **Score.** A document scores, over the query terms its descriptor holds, the sum of their IDF
   over descriptors: first the name terms', then the others' (a year in a filing's title) to
   break ties. The documents with the best score are kept, every tie (all four Apple filings
@@ -50,6 +51,7 @@ from rag.search.store import Condition, VectorStore
 MIN_MEAN_CHUNKS = 8.0  # documents this long on average (chunks) before routing engages
 MAX_NAME_DF = 0.5  # a name term is in at most this share of the descriptors
 MIN_NAME_SHARE = 0.5  # of the chunks whose text holds the term, this share is in its documents
+MAX_OTHER_USERS = 0.2  # of the other documents, at most this share use the term (in 2+ chunks)
 _TIE = 1e-9
 
 # Title words that say when or what kind, not whose: a period's month and day ("quarterly period
@@ -211,11 +213,17 @@ class DocumentRouter:
                       if c <= MAX_NAME_DF * n and not t.isdigit() and t not in _NOT_NAMES}
         own: Counter[str] = Counter()
         anywhere: Counter[str] = Counter()
+        users: dict[str, Counter[str]] = defaultdict(Counter)  # term -> other document -> chunks
         for source, text in texts:
             held = candidates.intersection(self.analyzer.terms(text))
             anywhere.update(held)
-            own.update(held & by_source.get(source, frozenset()))
-        index.names = {t for t in candidates if not anywhere[t] or own[t] >= MIN_NAME_SHARE * anywhere[t]}
+            mine = held & by_source.get(source, frozenset())
+            own.update(mine)
+            for t in held - mine:
+                users[t][source] += 1
+        index.names = {t for t in candidates
+                       if own[t] >= MIN_NAME_SHARE * anywhere[t]
+                       and sum(c >= 2 for c in users[t].values()) <= MAX_OTHER_USERS * (n - df[t])}
         return index
 
     # ------------------------------------------------------------------ routing
