@@ -1,19 +1,24 @@
-"""Document context in chunks, measured on the sec10q filings: does a chunk know whose filing it is?
+"""Document context in chunks and document routing, measured on the sec10q filings: does a
+chunk know whose filing it is, and does a question that names a filing search that filing?
 
-    python benchmarks/bench_context.py [--store /tmp/bench_context] [--limit N]
+    python benchmarks/bench_context.py [--store /tmp/bench_context] [--limit N] [--out JSON]
 
 1. Ingests ../shared/data/sec10q/docs (12 10-Q filings, `YYYY QN TICKER.pdf`) twice with
    `rag ingest`: collection `context` (the default: file-name title, document title and
    section in front of the embedded and BM25-indexed text) and `no-context` (`--no-context`,
    the reference: each chunk's text alone). An existing collection is reused.
-2. For each of the 116 questions of qna_multi.csv, for dense, BM25 and hybrid, the top 10:
+2. For each of the 116 questions of qna_multi.csv, for dense, BM25 and hybrid, with document
+   routing off and auto (rag.search.routing: the filings the question names by their titles
+   and file names, "Apple's", "Q1 2023", searched alone), the top 10:
    - right-filing share: of the 10 chunks, the share whose file name matches the question's
      `Source Docs` glob (e.g. `*2023 Q3 AAPL*`, `*AMZN*`);
    - figure recall: of the reference answer's figures (bench_sec10q.figures: money, percentages,
      grouped or decimal numbers, numbers >= 100 that are not years), the share found among the
      numbers of the 10 chunk texts (bench_sec10q.context_numbers), summed over questions.
-3. One table, context on beside off, same run. Targets (issue 11): right-filing share >= 0.85,
-   hybrid figure recall above both legs.
+   and, with routing, how many questions were routed and how many of them to filings the
+   glob matches only.
+3. One table, context on and off, routing off and auto, same run. Targets (issue 11):
+   right-filing share >= 0.85, hybrid figure recall above both legs (context on, route auto).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from rag.search.retrieval import Retriever  # noqa: E402
 DOCS = ROOT.parent / "shared" / "data" / "sec10q" / "docs"
 RAG = Path(sys.executable).with_name("rag")
 MODES = ("dense", "bm25", "hybrid")
+ROUTES = ("off", "auto")
 COLLECTIONS = (("context", []), ("no-context", ["--no-context"]))
 
 
@@ -54,24 +60,36 @@ def ingest(store: Path, name: str, extra: list[str]) -> float:
 
 
 def measure(store: Path, name: str, questions: list[dict], encoder) -> dict:
+    """{route: {mode: figures}} for one collection, and its point count."""
     vs = open_store(StoreSettings(store_dir=str(store), collection=name))
     try:
         retriever = Retriever(vs, encoder, top_k=10)
-        out = {}
-        for mode in MODES:
-            right = total = found = wanted = 0
-            for q in questions:
-                hits = retriever.search(q["Question"], top_k=10, mode=mode).results
-                glob = q["Source Docs"].strip()
-                right += sum(fnmatch.fnmatch(Path(h.source).name, glob) for h in hits)
-                total += len(hits)
-                want = figures(q["Answer"])
-                have = set().union(*(context_numbers(h.text) for h in hits)) if hits else set()
-                wanted += len(want)
-                found += len(want & have)
-            out[mode] = {"right_filing": right / max(total, 1), "figure_recall": found / max(wanted, 1),
-                         "figures": wanted}
-        out["points"] = vs.count()
+        texts = [q["Question"] for q in questions]
+        vectors = encoder.encode(texts)
+        out: dict = {"points": vs.count()}
+        for route in ROUTES:
+            out[route] = {}
+            for mode in MODES:
+                right = total = found = wanted = routed = routed_right = 0
+                t0 = time.perf_counter()
+                responses = retriever.search_batch(texts, top_k=10, mode=mode, route=route,
+                                                   vectors=None if mode == "bm25" else vectors)
+                seconds = time.perf_counter() - t0
+                for q, resp in zip(questions, responses):
+                    hits = resp.results
+                    glob = q["Source Docs"].strip()
+                    right += sum(fnmatch.fnmatch(Path(h.source).name, glob) for h in hits)
+                    total += len(hits)
+                    want = figures(q["Answer"])
+                    have = set().union(*(context_numbers(h.text) for h in hits)) if hits else set()
+                    wanted += len(want)
+                    found += len(want & have)
+                    if resp.route is not None and resp.route.routed:
+                        routed += 1
+                        routed_right += all(fnmatch.fnmatch(Path(s).name, glob) for s in resp.route.documents)
+                out[route][mode] = {"right_filing": right / max(total, 1), "figure_recall": found / max(wanted, 1),
+                                    "figures": wanted, "routed": routed, "routed_only_right": routed_right,
+                                    "ms_per_query": 1000 * seconds / max(len(texts), 1)}
         return out
     finally:
         vs.close()
@@ -90,20 +108,26 @@ def main() -> int:
     questions = load_questions("multi", args.limit)
     encoder = SentenceEncoder()
     fig = {name: measure(store, name, questions, encoder) for name, _ in COLLECTIONS}
-    t = Table(title=f"sec10q, {len(questions)} questions, top 10: context on vs off (reference)")
-    for col in ("mode", "right filing: on", "off", "figure recall: on", "off"):
-        t.add_column(col, justify="right" if col != "mode" else "left")
-    for mode in MODES:
-        on, off = fig["context"][mode], fig["no-context"][mode]
-        t.add_row(mode, f"{on['right_filing']:.3f}", f"{off['right_filing']:.3f}",
-                  f"{on['figure_recall']:.3f}", f"{off['figure_recall']:.3f}")
+    t = Table(title=f"sec10q, {len(questions)} questions, top 10: document context on/off, routing off/auto")
+    for col in ("context", "route", "mode", "right filing", "figure recall", "routed (only right filings)",
+                "ms/query"):
+        t.add_column(col, justify="left" if col in ("context", "route", "mode") else "right")
+    for name, _ in COLLECTIONS:
+        for route in ROUTES:
+            for mode in MODES:
+                f = fig[name][route][mode]
+                t.add_row("on" if name == "context" else "off", route, mode, f"{f['right_filing']:.3f}",
+                          f"{f['figure_recall']:.3f}",
+                          f"{f['routed']} ({f['routed_only_right']})" if route == "auto" else "-",
+                          f"{f['ms_per_query']:.1f}")
     console = Console(width=None if sys.stdout.isatty() else 10000)
     console.print(t)
-    on = fig["context"]
-    console.print(f"points: context {on['points']}, no-context {fig['no-context']['points']}; ingest s: "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    console.print(f"points: context {fig['context']['points']}, no-context {fig['no-context']['points']}; "
+                  "ingest s: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    on = fig["context"]["auto"]
     best_leg = max(on["dense"]["figure_recall"], on["bm25"]["figure_recall"])
-    console.print(f"target right-filing share >= 0.85 (hybrid, context on): {on['hybrid']['right_filing']:.3f} -> "
+    console.print(f"target right-filing share >= 0.85 (hybrid, context on, route auto): "
+                  f"{on['hybrid']['right_filing']:.3f} -> "
                   f"{'PASS' if on['hybrid']['right_filing'] >= 0.85 else 'FAIL'}; hybrid figure recall above both "
                   f"legs: {on['hybrid']['figure_recall']:.3f} vs {best_leg:.3f} -> "
                   f"{'PASS' if on['hybrid']['figure_recall'] > best_leg else 'FAIL'}")

@@ -28,6 +28,7 @@ mode = "hybrid"
 top_k = 8
 rerank = "models/my-cross-encoder"  # a cross-encoder folder: rerank the first rerank_depth candidates
 rerank_depth = 20
+route = "auto"                  # document routing ("Apple's ... Q1 2023" searches that filing); "off"
 
 [prompt]
 max_answer_tokens = 512
@@ -60,7 +61,8 @@ from rag.ingest.loaders import DEFAULT_INCLUDE
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.search.fusion import DEFAULT_RRF_K
 from rag.search.rerank import DEFAULT_RERANK_DEPTH
-from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_TOP_K, DEFAULT_WEIGHTS
+from rag.search.retrieval import (DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_ROUTE, DEFAULT_TOP_K,
+                                  DEFAULT_WEIGHTS)
 
 Backend = Literal["auto", "local", "openai", "ollama", "none"]
 OPENAI_API_URL = "https://api.openai.com/v1"
@@ -138,6 +140,8 @@ class RetrievalConfig(_Section):
     rerank: str | None = Field(None, description="cross-encoder model folder (sentence-transformers "
                                "CrossEncoder layout) that reranks the fused candidates; None: no reranking")
     rerank_depth: int = Field(DEFAULT_RERANK_DEPTH, ge=1, description="fused candidates the cross-encoder rescores")
+    route: Literal["auto", "off"] = Field(DEFAULT_ROUTE, description="document routing: auto restricts a query "
+                                          "that names documents (company, quarter) to them; off searches all")
 
     @property
     def search_top_k(self) -> int:
@@ -148,7 +152,7 @@ class RetrievalConfig(_Section):
         """Keyword arguments of rag.search.retrieval.Retriever (top_k is the caller's)."""
         return {"mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": self.weights,
                 "candidates": self.candidates, "mmr_lambda": self.mmr, "reranker": self.build_reranker(),
-                "rerank_depth": self.rerank_depth}
+                "rerank_depth": self.rerank_depth, "route": self.route}
 
     def build_reranker(self):
         """The cross-encoder of `rerank` (not loaded until its first use), or None."""

@@ -84,7 +84,9 @@ def document_search(vs, encoder: SentenceEncoder, depth: int = DOC_DEPTH, **sett
 
 
 def run_queries(retriever: Retriever, data: BeirDataset, mode: str, vectors=None, chunk_depth: int = 300,
-                batch: int = 64, progress=None) -> dict[str, list[str]]:
+                batch: int = 64, progress=None, stats: dict[str, int] | None = None) -> dict[str, list[str]]:
+    """Ranked document ids per query; `stats["routed"]` counts the queries document routing
+    restricted to some documents."""
     qids = list(data.queries)
     run: dict[str, list[str]] = {}
     for start in range(0, len(qids), batch):
@@ -94,6 +96,8 @@ def run_queries(retriever: Retriever, data: BeirDataset, mode: str, vectors=None
             vectors=None if vectors is None else vectors[start:start + batch])
         for q, resp in zip(ids, responses):
             run[q] = collapse([r.source for r in resp.results])
+            if stats is not None and resp.route is not None and resp.route.routed:
+                stats["routed"] = stats.get("routed", 0) + 1
         if progress is not None:
             progress(len(ids))
     return run
@@ -140,15 +144,17 @@ def eval_retrieval(
                 name = f"{mode}+rerank@{retriever.rerank_depth}" if extra else mode
                 advance = start_mode(name, len(data.queries))
                 t0 = time.perf_counter()
+                stats: dict[str, int] = {}
                 run = run_queries(retriever, data, mode, vectors=None if mode == "bm25" else vectors,
                                   chunk_depth=chunk_depth,
-                                  progress=advance)
+                                  progress=advance, stats=stats)
                 seconds = time.perf_counter() - t0 + (0 if mode == "bm25" else encode_s)
                 used = retriever.to_dict()["init_parameters"]
                 keys = ("fusion", "rrf_k", "weights", "candidates") + (("reranker", "rerank_depth") if extra else ())
                 results.append(ModeResult(mode=name, metrics=evaluate(run, data.qrels), seconds=seconds,
-                                          settings={k: used[k] for k in keys}
-                                          if mode == "hybrid" else {"candidates": used["candidates"]}))
+                                          settings={**({k: used[k] for k in keys} if mode == "hybrid"
+                                                       else {"candidates": used["candidates"]}),
+                                                    "route": used["route"], "routed": stats.get("routed", 0)}))
     finally:
         vs.close()
     return EvalReport(dataset=data.root, split=split, queries=len(data.queries), collection=store.describe(),

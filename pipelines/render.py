@@ -268,6 +268,14 @@ def print_search_response(resp, explain: bool = False, out: Console | None = Non
         row.append(highlight(r.text, resp.query))
         t.add_row(*row)
     out.print(t)
+    route = getattr(resp, "route", None)
+    if explain and route is not None:
+        if route.routed:
+            out.print(f"route: {len(route.documents)} of {route.considered} documents, named by "
+                      + escape(", ".join(route.terms)) + ": "
+                      + escape(", ".join(Path(s).name for s in route.documents)))
+        else:
+            out.print(f"route: not routed ({escape(route.reason)})")
     for n in resp.notes:
         out.print(f"[dim]note: {escape(n)}[/]")
     if not resp.results:
@@ -297,6 +305,10 @@ def _describe(settings: dict[str, Any]) -> str:
         parts.append(settings["fusion"] + (f" k={settings['rrf_k']}" if settings["fusion"] == "rrf" else ""))
         parts.append("w=" + ",".join(f"{w:g}" for w in settings["weights"]))
     parts.append(f"c={settings['candidates']}")
+    if settings.get("route") == "off":
+        parts.append("route off")
+    elif "routed" in settings:
+        parts.append(f"routed {settings['routed']}")
     if settings.get("reranker"):
         model = (settings["reranker"].get("init_parameters") or {}).get("model", "")
         parts.append(f"rerank {Path(str(model)).name} top {settings.get('rerank_depth')}")

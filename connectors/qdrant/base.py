@@ -30,6 +30,9 @@ class QdrantStoreBase(ABC):
 
     name: str
     info: CollectionInfo
+    #: Writes and deletes made through this handle: with the point count, what tells a cache of
+    #: the collection's contents (document routing's descriptors) that it changed.
+    revision: int = 0
 
     def _adopt(self, recorded: CollectionInfo, wanted: CollectionInfo | None) -> None:
         """Take the collection's recorded info, refusing a `wanted` one it does not match."""
@@ -125,13 +128,16 @@ class QdrantStoreBase(ABC):
         points = [self._point(c.id, {DENSE: v.tolist()}, chunk_payload(c, file_chunks[c.source], context))
                   for c, v in zip(chunks, vectors)]
         self._upsert_points(points)
+        self.revision += 1
 
     def delete_other_versions(self, source: str, keep_hash: str) -> None:
         self._delete(self._filter(must=[self._match("source", source)],
                                   must_not=[self._match("file_hash", keep_hash)]))
+        self.revision += 1
 
     def delete_source(self, source: str) -> None:
         self._delete(self._filter(must=[self._match("source", source)]))
+        self.revision += 1
 
     # ------------------------------------------------------------------ reads
     def _scroll(self, flt, fields: list[str]) -> Iterator:

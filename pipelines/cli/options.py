@@ -124,6 +124,9 @@ RETRIEVAL = [
                                          "(e.g. one from `rag train cross-encoder`)", metavar="MODEL"),
     _opt("--rerank-depth", "retrieval.rerank_depth", "fused candidates the cross-encoder rescores "
                                                      "(default: %(default)s)", type=int, metavar="N"),
+    _opt("--route", "retrieval.route", "document routing: auto searches only the documents a query names "
+                                       "by their titles and file names (a company, a quarter), off searches "
+                                       "every document (default: %(default)s)", choices=("auto", "off")),
 ]
 FUSION = RETRIEVAL[1:]  # all but --mode (rag eval compares the modes)
 PROMPT = [

@@ -19,10 +19,14 @@ from pydantic import BaseModel, Field
 from rag.search import fusion as F
 from rag.errors import ConfigError
 from rag.search.rerank import DEFAULT_RERANK_DEPTH, rerank_order
+from rag.search.routing import DocumentRouter, RouteInfo
 from rag.search.store import Condition, Hit, Leg, QuerySpec, VectorStore
 
 Mode = Literal["dense", "bm25", "hybrid"]
 Fusion = Literal["rrf", "wsf", "dbsf"]
+Route = Literal["auto", "off"]
+ROUTES = ("auto", "off")
+DEFAULT_ROUTE: Route = "auto"
 
 INTEGER_KEYS = {"page_start", "page_end", "chunk_index", "char_start", "char_end", "n_tokens",
                 "n_tiktoken", "file_chunks"}
@@ -67,6 +71,8 @@ class SearchResponse(BaseModel):
     fusion: Fusion | None = None
     results: list[SearchResult]
     notes: list[str] = Field(default_factory=list)
+    route: RouteInfo | None = Field(None, description="document routing: the documents searched and the "
+                                    "words that named them; None with route off")
 
 
 # ---------------------------------------------------------------- filters
@@ -167,12 +173,15 @@ class Retriever:
     the query by the cross-encoder and reordered, before MMR; results past that depth follow in
     fused order with their fused scores. The passage it reads is the chunk as indexed (its
     document context, then its text), the text BM25 and the dense vector saw.
+    route: "auto" restricts a query that names documents (a company, a quarter: words of their
+    titles and file names) to those documents before chunk retrieval (rag.search.routing);
+    "off" searches every document.
     """
 
     def __init__(self, store: VectorStore, encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
                  rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
                  candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None,
-                 reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH):
+                 reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH, route: Route = DEFAULT_ROUTE):
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"unknown mode '{mode}': use dense, bm25 or hybrid")
         if fusion not in F.METHODS:
@@ -190,13 +199,22 @@ class Retriever:
 
             reranker = CrossEncoderReranker.from_dict(reranker)
         self.reranker, self.rerank_depth = reranker, int(rerank_depth)
+        self.route = _check_route(route)
+        self._router: DocumentRouter | None = None
+
+    @property
+    def router(self) -> DocumentRouter:
+        """The document router of this retriever's collection (its descriptors built on first use)."""
+        if self._router is None:
+            self._router = DocumentRouter(self.store)
+        return self._router
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Retriever", "init_parameters": {
             "mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": list(self.weights),
             "candidates": self.candidates, "top_k": self.top_k, "mmr_lambda": self.mmr_lambda,
             "reranker": self.reranker.to_dict() if self.reranker is not None else None,
-            "rerank_depth": self.rerank_depth}}
+            "rerank_depth": self.rerank_depth, "route": self.route}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder) -> Retriever:
@@ -206,17 +224,21 @@ class Retriever:
 
     # ------------------------------------------------------------------ API
     def search(self, query: str, top_k: int | None = None, filters: Sequence[str] | dict | None = None,
-               mode: Mode | None = None, explain: bool = False) -> SearchResponse:
-        return self.search_batch([query], top_k=top_k, filters=filters, mode=mode, explain=explain)[0]
+               mode: Mode | None = None, explain: bool = False, route: Route | None = None) -> SearchResponse:
+        return self.search_batch([query], top_k=top_k, filters=filters, mode=mode, explain=explain,
+                                 route=route)[0]
 
     def search_batch(self, queries: Sequence[str], top_k: int | None = None,
                      filters: Sequence[str] | dict | None = None, mode: Mode | None = None,
-                     explain: bool = False, vectors: np.ndarray | None = None) -> list[SearchResponse]:
+                     explain: bool = False, vectors: np.ndarray | None = None,
+                     route: Route | None = None) -> list[SearchResponse]:
         """Search several queries with one encoder call and one store call per stage.
-        `vectors`: precomputed query embeddings (then the encoder is not called)."""
+        `vectors`: precomputed query embeddings (then the encoder is not called). `route`: this
+        call's document routing (default: the retriever's)."""
         mode = mode or self.mode
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"unknown mode '{mode}': use dense, bm25 or hybrid")
+        route = _check_route(route or self.route)
         queries = [q.strip() for q in queries]
         for q in queries:
             if not q:
@@ -225,7 +247,36 @@ class Retriever:
         conditions = parse_filters(filters)
         if mode != "bm25" and vectors is None:
             vectors = self.encoder.encode(queries)
+        routes: list[RouteInfo | None] = (self.router.route_batch(queries, conditions) if route == "auto"
+                                          else [None] * len(queries))
+        responses = self._search(queries, k, conditions, mode, explain, vectors, routes)
+        # A routed query that finds nothing in its documents (a filter or BM25 terms only
+        # elsewhere) is searched again in every document: routing never leaves a query empty.
+        empty = [i for i, (r, resp) in enumerate(zip(routes, responses)) if r is not None and r.routed
+                 and not resp.results]
+        if empty:
+            again = self._search([queries[i] for i in empty], k, conditions, mode, explain,
+                                 None if vectors is None else vectors[empty], [None] * len(empty))
+            for i, resp in zip(empty, again):
+                r = routes[i].model_copy(update={"routed": False, "documents": [], "reason": (
+                    f"{routes[i].reason}, which hold no match: searched every document instead")})
+                resp.route = r
+                resp.notes.insert(0, f"not routed: {r.reason}")
+                responses[i] = resp
+        for resp in responses:
+            if resp.route is not None and resp.route.routed:
+                names = ", ".join(Path(s).name for s in resp.route.documents[:4])
+                more = f" and {len(resp.route.documents) - 4} more" if len(resp.route.documents) > 4 else ""
+                resp.notes.insert(0, f"routed to {resp.route.reason} ({names}{more}); --route off searches "
+                                     "every document")
+        return responses
+
+    def _search(self, queries: list[str], k: int, base: list[Condition], mode: Mode, explain: bool,
+                vectors: np.ndarray | None, routes: list[RouteInfo | None]) -> list[SearchResponse]:
+        """The chunk search of every query, each restricted to its routed documents."""
         specs = [self._legs(q, None if vectors is None else vectors[i], mode) for i, q in enumerate(queries)]
+        per_query = [base + [Condition(key="source", any=r.documents)] if r is not None and r.routed else base
+                     for r in routes]
 
         engine = (mode == "hybrid" and not explain and self.mmr_lambda is None
                   and self.fusion in ("rrf", "dbsf") and len(set(self.weights)) == 1)
@@ -235,16 +286,17 @@ class Retriever:
                                   fusion=self.fusion if mode == "hybrid" else None,
                                   rrf_k=self.rrf_k + 1,  # the engine ranks from 0
                                   with_vectors=self.mmr_lambda is not None)
-                        for legs in specs]
+                        for legs, conditions in zip(specs, per_query)]
             hit_lists = self.store.query_batch(requests)
             leg_ranks = [self._single_leg(mode, hits) if explain else None for hits in hit_lists]
             if self.reranker is not None:
                 hit_lists, leg_ranks = self._rerank(queries, hit_lists, leg_ranks, explain)
-            return [self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None)
-                    for q, hits, ranks in zip(queries, hit_lists, leg_ranks)]
+            return [self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None,
+                                  route=r)
+                    for q, hits, ranks, r in zip(queries, hit_lists, leg_ranks, routes)]
         # Client-side fusion: both legs of every query in one batched call, ids and scores only.
         flat = [QuerySpec(legs=[leg], limit=leg.limit, filter=conditions, with_payload=False)
-                for legs in specs for leg in legs]
+                for legs, conditions in zip(specs, per_query) for leg in legs]
         leg_hits = self.store.query_batch(flat)
         fused_hits, fused_ranks, empty = [], [], []
         for i, q in enumerate(queries):
@@ -264,8 +316,8 @@ class Retriever:
         if self.reranker is not None:
             fused_hits, fused_ranks = self._rerank(queries, fused_hits, fused_ranks, explain)
         out = []
-        for q, hits, ranks, no_text in zip(queries, fused_hits, fused_ranks, empty):
-            resp = self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None)
+        for q, hits, ranks, no_text, r in zip(queries, fused_hits, fused_ranks, empty, routes):
+            resp = self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None, route=r)
             if no_text:
                 resp.notes.append("BM25 found no matching terms (only stop words or unknown words?): "
                                   "ranked by the dense leg alone")
@@ -320,7 +372,8 @@ class Retriever:
         return {name: {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(hits, 1)}}
 
     def _respond(self, query: str, mode: Mode, hits: list[Hit], k: int,
-                 leg_ranks: dict[str, dict[str, LegResult]] | None, reranked: bool = False) -> SearchResponse:
+                 leg_ranks: dict[str, dict[str, LegResult]] | None, reranked: bool = False,
+                 route: RouteInfo | None = None) -> SearchResponse:
         notes = []
         if reranked and hits:
             notes.append(f"reranked the first {min(self.rerank_depth, len(hits))} candidates with a cross-encoder"
@@ -345,4 +398,10 @@ class Retriever:
                                         char_start=p.get("char_start"), char_end=p.get("char_end"),
                                         legs=legs))
         return SearchResponse(query=query, mode=mode, fusion=self.fusion if mode == "hybrid" else None,
-                              results=results, notes=notes)
+                              results=results, notes=notes, route=route)
+
+
+def _check_route(route: str) -> Route:
+    if route not in ROUTES:
+        raise ConfigError(f"unknown route '{route}': use auto or off")
+    return route  # type: ignore[return-value]

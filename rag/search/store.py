@@ -93,6 +93,8 @@ class VectorStore(Protocol):
 
     name: str
     info: CollectionInfo
+    # Optional: `revision`, a number that changes with every write or delete made through this
+    # handle (document routing rebuilds its descriptors when it or count() moves).
 
     def file_versions(self, source: str) -> list[FileVersion]: ...
 
