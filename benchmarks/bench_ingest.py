@@ -229,11 +229,11 @@ def instrument(encoder, probe: Probe):
     if those internals have changed."""
     import pipelines.ingest as pi
 
-    needed = ("_LoaderProcess", "_run", "_Writer")
+    needed = ("_LoaderProcess", "_run", "StoreWriter")
     if not all(hasattr(pi, n) for n in needed):
         yield False
         return
-    orig_loaded, orig_run, orig_call = pi._LoaderProcess.items, pi._run, pi._Writer.__call__
+    orig_loaded, orig_run, orig_call = pi._LoaderProcess.items, pi._run, pi.StoreWriter.__call__
 
     def loaded(*a, **k):
         gen = orig_loaded(*a, **k)
@@ -279,12 +279,12 @@ def instrument(encoder, probe: Probe):
         finally:
             probe.encode += time.perf_counter() - t
 
-    pi._LoaderProcess.items, pi._run, pi._Writer.__call__ = loaded, run, call
+    pi._LoaderProcess.items, pi._run, pi.StoreWriter.__call__ = loaded, run, call
     encoder.encode = encode
     try:
         yield True
     finally:
-        pi._LoaderProcess.items, pi._run, pi._Writer.__call__ = orig_loaded, orig_run, orig_call
+        pi._LoaderProcess.items, pi._run, pi.StoreWriter.__call__ = orig_loaded, orig_run, orig_call
         del encoder.encode  # back to the class method
 
 

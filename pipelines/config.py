@@ -22,6 +22,8 @@ context = true             # document title and section in front of what is embe
 exclude = ["drafts/*"]
 near_duplicates = "flag"        # or "skip"
 ocr = "auto"                    # PDF pages without a text layer read by OCR; or "off", "force" (all)
+write_retries = 3               # a store write failing with a transient error is tried again, after
+write_backoff = 0.5             #   0.5, 1, 2 ... s (with jitter, at most write_backoff_max)
 
 [retrieval]
 mode = "hybrid"
@@ -50,6 +52,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.qdrant.retry import (DEFAULT_WRITE_BACKOFF, DEFAULT_WRITE_BACKOFF_MAX, DEFAULT_WRITE_RETRIES,
+                                     WriteRetry)
 from pipelines.ingest import DEFAULT_BATCH_SIZE, DEFAULT_DUP_THRESHOLD
 from pipelines.stores import DEFAULT_COLLECTION, DEFAULT_STORE_DIR, ClusterSettings, StoreSettings
 from rag.answer.llm import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, GenerationSettings
@@ -126,6 +130,14 @@ class IngestConfig(_Section):
     near_duplicates: Literal["flag", "skip"] | None = None
     dup_threshold: float = Field(DEFAULT_DUP_THRESHOLD, gt=0, le=1)
     ocr: OcrMode = Field(DEFAULT_OCR, description="PDF pages read by OCR: auto (no text layer), off, force (all)")
+    write_retries: int = Field(DEFAULT_WRITE_RETRIES, ge=0, description="times a store write failing with a "
+                               "transient error (refused, reset, timeout, HTTP 429/502/503/504) is tried again")
+    write_backoff: float = Field(DEFAULT_WRITE_BACKOFF, ge=0, description="seconds before the first retry, "
+                                 "doubled for each further one (with jitter)")
+    write_backoff_max: float = Field(DEFAULT_WRITE_BACKOFF_MAX, ge=0, description="longest wait between retries")
+
+    def write_retry(self) -> WriteRetry:
+        return WriteRetry(retries=self.write_retries, backoff=self.write_backoff, backoff_max=self.write_backoff_max)
 
 
 class RetrievalConfig(_Section):

@@ -5,7 +5,10 @@ Idempotent and crash-safe by construction:
 - every point records its file's hash and chunk count, so a file is "unchanged" only when the
   store holds exactly one complete copy of its current version;
 - a file's new chunks are written first and its old version deleted last, so a crash at any
-  point leaves a state that the next run recognises as incomplete and repairs.
+  point leaves a state that the next run recognises as incomplete and repairs;
+- a transient store error (refused, reset, timeout, HTTP 429/502/503/504) is retried with
+  backoff by the write step (`pipelines.writer`); a file whose write still fails is reported
+  failed, what was written of it deleted again, and the job goes on.
 
 A background thread loads and chunks files while the main thread encodes and writes, so the
 encoder is not left waiting on pypdf.
@@ -24,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import signal
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -36,18 +38,17 @@ from pydantic import BaseModel, Field
 from rag.ingest.chunking import Chunker, chunk_id
 from rag.embed.encoder import SentenceEncoder
 from rag.embed.similarity import best_earlier
-from rag.errors import LoadError
+from connectors.qdrant.retry import WriteRetry
+from rag.errors import LoadError, StoreWriteError
 from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, load, source_name
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.models import Chunk, Document
 from rag.search.store import (CollectionInfo, Leg, QuerySpec, TextIndexSettings, VectorStore, check_compatible,
                               is_complete)
 from pipelines.stores import StoreSettings, open_store
+from pipelines.writer import FAULT_ENV, StoreWriter, delete_failed_reason, upsert_failed_reason  # noqa: F401
 
 Status = Literal["ingested", "replaced", "unchanged", "failed", "pruned"]
-
-# Test hook for the crash-safety tests: SIGKILL this process after N store writes.
-FAULT_ENV = "RAG_FAULT_KILL_AFTER_WRITES"
 
 DEFAULT_BATCH_SIZE = 128  # chunks per encode and write
 DEFAULT_DUP_THRESHOLD = 0.95  # cosine at which a chunk counts as a near-duplicate
@@ -95,22 +96,6 @@ class IngestReport(BaseModel):
     @property
     def chunks_per_second(self) -> float:
         return self.chunks_written / self.seconds if self.seconds else 0.0
-
-
-class _Writer:
-    """Counts store writes; SIGKILLs the process after $RAG_FAULT_KILL_AFTER_WRITES of them."""
-
-    def __init__(self, store: VectorStore):
-        self.store = store
-        self.writes = 0
-        limit = os.environ.get(FAULT_ENV)
-        self.kill_after = int(limit) if limit else None
-
-    def __call__(self, method: str, *args) -> None:
-        getattr(self.store, method)(*args)
-        self.writes += 1
-        if self.kill_after is not None and self.writes >= self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _NearDuplicates:
@@ -296,6 +281,7 @@ def ingest(
     vector_store: VectorStore | None = None,
     labels: Mapping[str | Path, str] | None = None,
     ocr: OcrMode = DEFAULT_OCR,
+    write_retry: WriteRetry | None = None,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
     failures are in it, not raised, except for errors that stop the whole job (store, model).
@@ -309,7 +295,9 @@ def ingest(
     some of the files (path -> label, e.g. an upload's original name instead of the path it was
     saved under); chunk ids follow the label, so a file ingested under the same label from any
     path gets the same ids. Files not in it keep their resolved path. Not with `prune`.
-    ocr: PDF pages read by OCR, "auto" (those without a text layer), "force" (all) or "off"."""
+    ocr: PDF pages read by OCR, "auto" (those without a text layer), "force" (all) or "off".
+    write_retry: how a store write is retried on a transient error (default: 3 retries, backoff
+    from 0.5 s); a file whose write still fails is reported failed and the job goes on."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
@@ -334,7 +322,7 @@ def ingest(
         if loader is not None:
             loader.close()
         raise
-    write = _Writer(vs)
+    write = StoreWriter(vs, write_retry)
     try:
         dedup = _NearDuplicates(vs, near_duplicates, dup_threshold, report) if near_duplicates else None
         todo: list[tuple[Path, bool]] = []  # (path, had an earlier version)
@@ -437,6 +425,7 @@ def ingest_documents(
     text_index: TextIndexSettings | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
+    write_retry: WriteRetry | None = None,
 ) -> IngestReport:
     """Ingest documents made in memory (e.g. a BEIR corpus), with the same idempotency as files:
     a document whose source already holds exactly its current version is left alone."""
@@ -458,7 +447,7 @@ def ingest_documents(
                 todo.append(doc)
                 had_old[doc.source] = bool(versions)
         items = ((d.source, d, chunker.split(d, encoder), None) for d in todo)
-        _run(items, len(todo), had_old, encoder, _Writer(vs), report, batch_size, progress)
+        _run(items, len(todo), had_old, encoder, StoreWriter(vs, write_retry), report, batch_size, progress)
         if report.chunks_written:
             optimize(vs, progress)
         vs.flush()
@@ -472,7 +461,10 @@ def ingest_documents(
 def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, batch_size, progress,
          dedup: _NearDuplicates | None = None) -> None:
     """Encode and write the chunks of `items` ((source, doc, chunks, failure reason) tuples);
-    a source is finished (old versions deleted, outcome recorded) once all its chunks are written."""
+    a source is finished (old versions deleted, outcome recorded) once all its chunks are written.
+    A write that fails for good (StoreWriteError, after the writer's retries) fails the files
+    whose chunks it carried, and only those: their other chunks are not written, what was
+    written of them is deleted again (`upsert_failed_reason`), and the job goes on."""
     from pipelines.render import ingest_progress
 
     pending: list[Chunk] = []
@@ -481,10 +473,18 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
     file_hashes: dict[str, str] = {}
     warnings: dict[str, list[str]] = {}
     ocr_pages: dict[str, int] = {}
+    written: dict[str, int] = {}  # chunks of each file written so far
+    abandoned: set[str] = set()  # files whose write failed for good
 
     def finish(src: str, bar) -> None:
         # Old versions go last: until here the old copy stays searchable.
-        write("delete_other_versions", src, file_hashes[src])
+        try:
+            write("delete_other_versions", src, file_hashes[src])
+        except StoreWriteError as e:
+            report.outcomes.append(FileOutcome(source=src, status="failed", chunks=totals[src],
+                                               reason=delete_failed_reason(e)))
+            bar.advance_file()
+            return
         notes = warnings.pop(src, [])
         if totals[src] == 0:
             notes = notes + ["every chunk was a near-duplicate: nothing of this file is stored"]
@@ -509,7 +509,21 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
                 pending[:] = kept
                 vectors = vectors[np.asarray(keep)]
         if pending:
-            write("upsert", pending, vectors, totals)
+            try:
+                write("upsert", pending, vectors, totals)
+            except StoreWriteError as e:
+                for src in dict.fromkeys(c.source for c in pending):
+                    abandoned.add(src)
+                    report.chunks_written -= written.pop(src, 0)
+                    report.outcomes.append(FileOutcome(source=src, status="failed",
+                                                       reason=upsert_failed_reason(write, src, file_hashes[src], e)))
+                    bar.advance_file()
+                pending.clear()
+                for src in emptied:
+                    finish(src, bar)
+                return
+        for c in pending:
+            written[c.source] = written.get(c.source, 0) + 1
         report.chunks_written += len(pending)
         bar.advance_chunks(len(pending))
         done_now = []
@@ -538,6 +552,8 @@ def _run(items, total: int, had_old: dict[str, bool], encoder, write, report, ba
             ocr_pages[src] = doc.ocr_pages
             whole_files = dedup is not None and dedup.action == "skip"
             for c in chunks:
+                if src in abandoned:  # a batch holding its first chunks failed for good
+                    break
                 pending.append(c)
                 if len(pending) >= batch_size and not whole_files:
                     flush_batch(bar)
@@ -553,5 +569,10 @@ def _prune(paths, files, vs, write, report) -> None:
     roots = [source_name(Path(p)) + "/" for p in paths if Path(p).is_dir()]
     for src in sorted(vs.sources() - present):
         if not Path(src).exists() or any(src.startswith(r) for r in roots):
-            write("delete_source", src)
+            try:
+                write("delete_source", src)
+            except StoreWriteError as e:
+                report.outcomes.append(FileOutcome(source=src, status="failed", reason=(
+                    f"could not be pruned: {e.reason}; the next run with --prune tries again")))
+                continue
             report.outcomes.append(FileOutcome(source=src, status="pruned"))

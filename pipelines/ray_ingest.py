@@ -15,12 +15,14 @@ point is written and its old version is deleted only after its new one is comple
 - stage 3, the writer: here the driver, which owns the store. The embedded stores (Qdrant Edge,
   qdrant-client local mode) are single-process, so every write goes through it: a file's
   points are upserted in batches (wait=True for a server) and then its other versions deleted,
-  exactly as in the single-process job.
+  exactly as in the single-process job, through the same write step (`pipelines.writer.StoreWriter`).
 
 Faults: a stage-1 task whose worker dies is retried by Ray (`max_retries`); an encoder actor
 that dies is restarted and its call retried (`max_restarts`, `max_task_retries`). The file is
-then simply redone: deterministic ids make that safe. A killed driver is resumed by running the
-same command again: finished files are then "unchanged".
+then simply redone: deterministic ids make that safe. A transient store error is retried with
+backoff by the writer; a file whose write still fails is reported failed, what was written of
+it deleted again, and the job goes on. A killed driver is resumed by running the same command
+again: finished files are then "unchanged". (tests/test_ray_ingest.py kills each of these.)
 
 Ray is imported here only: `pip install -e ".[ray]"`; the single-process job never imports it.
 """
@@ -33,11 +35,13 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from pipelines.ingest import (DEFAULT_BATCH_SIZE, FileOutcome, IngestReport, _Writer, check_file, list_files,
-                              load_and_chunk, open_for_writing, optimize)
+from connectors.qdrant.retry import WriteRetry
+from pipelines.ingest import (DEFAULT_BATCH_SIZE, FileOutcome, IngestReport, _check_open_store, check_file,
+                              list_files, load_and_chunk, open_for_writing, optimize)
 from pipelines.stores import StoreSettings
+from pipelines.writer import StoreWriter, delete_failed_reason, upsert_failed_reason
 from rag.embed.encoder import SentenceEncoder
-from rag.errors import ConfigError
+from rag.errors import ConfigError, StoreWriteError
 from rag.ingest.chunking import Chunker
 from rag.ingest.loaders import DEFAULT_INCLUDE, source_name
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
@@ -45,6 +49,11 @@ from rag.search.store import TextIndexSettings
 
 STAGE1_RETRIES = 3  # a stage-1 task whose worker died is run again this many times
 ACTOR_RESTARTS = 3  # an encoder actor that died is restarted this many times (its call retried)
+
+# Test hook (tests/test_ray_ingest.py): "TEXT:SECONDS" in the workers' environment makes stage 1
+# of each file whose name contains TEXT wait that long first, so that a test can SIGKILL a
+# worker while it is running a task.
+STAGE1_DELAY_ENV = "RAG_TEST_STAGE1_DELAY"
 
 
 def _ray():
@@ -68,6 +77,7 @@ def prepare_file(path: str, source: str, versions: list, chunker_cfg: dict, mode
     """Stage 1 for one file: a row {source, outcome} when there is nothing to write (unchanged,
     unreadable, no text), else {source, had_old, doc fields, chunks}."""
     t0 = time.perf_counter()
+    _test_delay(path)
     done, had_old = check_file(Path(path), source, versions)
     if done is not None:
         return {"source": source, "outcome": done, "stage1_s": time.perf_counter() - t0}
@@ -80,6 +90,14 @@ def prepare_file(path: str, source: str, versions: list, chunker_cfg: dict, mode
     return {"source": source, "outcome": None, "had_old": had_old, "file_hash": doc.file_hash,
             "warnings": doc.warnings, "ocr_pages": doc.ocr_pages, "chunks": chunks,
             "stage1_s": time.perf_counter() - t0}
+
+
+def _test_delay(path: str) -> None:
+    spec = os.environ.get(STAGE1_DELAY_ENV)
+    if spec:
+        text, _, seconds = spec.rpartition(":")
+        if text and text in Path(path).name:
+            time.sleep(float(seconds))
 
 
 class EncoderActor:
@@ -129,12 +147,15 @@ def ingest_ray(
     encoders: int | None = None,
     ocr: OcrMode = DEFAULT_OCR,
     stats: dict[str, float] | None = None,
+    write_retry: WriteRetry | None = None,
+    vector_store=None,
 ) -> IngestReport:
     """`ingest` on Ray (see the module's docstring). address: a Ray cluster ("auto", or
     "HOST:PORT"; None: the Ray this process already runs, else a new local one). encoders: how
     many encoder actors (default: one per GPU, else one per two CPUs, at least one). stats: a dict
     to fill with the seconds spent starting Ray and in each stage (summed over workers), for the
-    benchmark."""
+    benchmark. write_retry and vector_store: as in `ingest` (a collection already open, written
+    through and neither created nor closed here)."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
@@ -146,15 +167,18 @@ def ingest_ray(
     ray, started_ray = _connect(address)
     stats["ray_start_s"] = time.perf_counter() - t0
     try:
-        vs = open_for_writing(store_settings, encoder, chunker, text_index)
+        vs = (open_for_writing(store_settings, encoder, chunker, text_index) if vector_store is None
+              else _check_open_store(vector_store, encoder, chunker))
         try:
-            _run(ray, files, vs, encoder, chunker, report, batch_size, progress, encoders, ocr, stats)
+            _run(ray, files, vs, encoder, chunker, report, batch_size, progress, encoders, ocr, stats,
+                 StoreWriter(vs, write_retry))
             if report.chunks_written:
                 optimize(vs, progress)
             vs.flush()
             report.total_points = vs.count()
         finally:
-            vs.close()
+            if vector_store is None:
+                vs.close()
     finally:
         if started_ray:
             ray.shutdown()
@@ -172,7 +196,7 @@ def _pool_size(ray, encoders: int | None) -> tuple[int, float]:
 
 
 def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker, report: IngestReport,
-         batch_size: int, progress: bool, encoders: int | None, ocr: OcrMode, stats: dict) -> None:
+         batch_size: int, progress: bool, encoders: int | None, ocr: OcrMode, stats: dict, write: StoreWriter) -> None:
     from ray.util import ActorPool
 
     from pipelines.render import ingest_progress
@@ -184,7 +208,6 @@ def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker,
     pool = ActorPool([actor.remote(cfg) for _ in range(n_actors)])
     stage1 = ray.remote(prepare_file).options(num_cpus=1, max_retries=STAGE1_RETRIES)
     args = (chunker.to_dict(), encoder.model, encoder.max_seq_length, ocr)
-    write = _Writer(vs)
     window = 2 * n_actors + int(ray.cluster_resources().get("CPU", 1))  # rows in flight at most
     todo = [(str(p), source_name(p)) for p in files]
 
@@ -216,13 +239,28 @@ def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker,
 
 def _write_file(row: dict, write, report: IngestReport, batch_size: int, bar) -> None:
     """Stage 3 for one file: its points in batches, then its other versions deleted (last, so
-    that until here the old copy stays searchable)."""
+    that until here the old copy stays searchable). A write that fails for good (after the
+    writer's retries) fails this file only, as in the single-process job."""
     src, chunks, vectors = row["source"], row["chunks"], row["vectors"]
     totals = {src: len(chunks)}
-    for start in range(0, len(chunks), batch_size):
-        write("upsert", chunks[start:start + batch_size], vectors[start:start + batch_size], totals)
-        report.chunks_written += len(chunks[start:start + batch_size])
-        bar.advance_chunks(len(chunks[start:start + batch_size]))
-    write("delete_other_versions", src, row["file_hash"])
+    written = 0
+    try:
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start:start + batch_size]
+            write("upsert", batch, vectors[start:start + batch_size], totals)
+            written += len(batch)
+            report.chunks_written += len(batch)
+            bar.advance_chunks(len(batch))
+    except StoreWriteError as e:
+        report.chunks_written -= written
+        report.outcomes.append(FileOutcome(source=src, status="failed",
+                                           reason=upsert_failed_reason(write, src, row["file_hash"], e)))
+        return
+    try:
+        write("delete_other_versions", src, row["file_hash"])
+    except StoreWriteError as e:
+        report.outcomes.append(FileOutcome(source=src, status="failed", chunks=len(chunks),
+                                           reason=delete_failed_reason(e)))
+        return
     report.outcomes.append(FileOutcome(source=src, status="replaced" if row["had_old"] else "ingested",
                                        chunks=len(chunks), warnings=row["warnings"], ocr_pages=row["ocr_pages"]))

@@ -26,7 +26,7 @@ _EXPORTS = {
     "Answer": "rag.models",
     # errors
     "RagError": "rag.errors", "ConfigError": "rag.errors", "LoadError": "rag.errors",
-    "StoreLockedError": "rag.errors", "ModelMismatchError": "rag.errors",
+    "StoreLockedError": "rag.errors", "StoreWriteError": "rag.errors", "ModelMismatchError": "rag.errors",
     "CollectionNotFoundError": "rag.errors", "LLMError": "rag.errors",
     # stages
     "load": "rag.ingest.loaders", "find_files": "rag.ingest.loaders",
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from rag.embed.clustering import Cluster, cluster, community_detection
     from rag.embed.encoder import SentenceEncoder
     from rag.errors import (CollectionNotFoundError, ConfigError, LLMError, LoadError, ModelMismatchError, RagError,
-                            StoreLockedError)
+                            StoreLockedError, StoreWriteError)
     from rag.ingest.chunking import Chunker
     from rag.ingest.loaders import find_files, load
     from rag.models import Answer, Chunk, Document, Page, Passage

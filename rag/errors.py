@@ -20,6 +20,17 @@ class StoreLockedError(RagError):
     """The store folder is open in another process."""
 
 
+class StoreWriteError(RagError):
+    """A store write still failed with a transient error (connection refused or reset, timeout,
+    HTTP 429/502/503/504) after the allowed retries. `sources` are the files the write concerned:
+    the ingest job reports them failed with `reason` and goes on with the others."""
+
+    def __init__(self, sources: list[str], reason: str):
+        self.sources = list(sources)
+        self.reason = reason
+        super().__init__(f"{', '.join(self.sources)}: {reason}")
+
+
 class ModelMismatchError(RagError):
     """A collection was built with another encoder than the one asked for."""
 

@@ -1,10 +1,13 @@
 """`rag ingest --ray` on a local Ray cluster started by the test (2 logical CPUs, no dashboard):
-the same point ids and payloads as the single-process job, also after an encoder actor or the
-driver is SIGKILLed mid-job; bad files reported as in the single-process path. And the default
-path never imports Ray."""
+the same point ids and payloads as the single-process job, also after a fault mid-job: an
+encoder actor SIGKILLed while encoding, a stage-1 worker SIGKILLed while running a load/chunk
+task, the driver SIGKILLed (then the same command run again), and transient store errors (real
+qdrant-client exceptions raised by the store the driver writes to: tests/qdrant_faults.py); bad
+files reported as in the single-process path. And the default path never imports Ray."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -15,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers_ingest import CLI_CHUNKING, edge_settings, finish, sentences, small_chunker, start_rag, write
-from pipelines.ingest import FAULT_ENV, ingest
+from connectors.qdrant.retry import WriteRetry
+from helpers_ingest import CLI_CHUNKING, edge_settings, finish, sentences, small_chunker, src, start_rag, write
+from pipelines.ingest import FAULT_ENV, ingest, open_for_writing
 from pipelines.stores import open_store
+from qdrant_faults import FlakyStore, real_errors
 
 FILES = {
     "a.txt": sentences("alpha", 12),
@@ -53,7 +58,7 @@ print("ray" in sys.modules)
 try:
     import ray
 
-    from pipelines.ray_ingest import ingest_ray
+    from pipelines.ray_ingest import STAGE1_DELAY_ENV, ingest_ray
 except ImportError:
     ray = None
 needs_ray = pytest.mark.skipif(ray is None, reason='Ray is an optional extra: pip install -e ".[ray]"')
@@ -67,9 +72,22 @@ def points(settings) -> dict[str, dict]:
         store.close()
 
 
+SLOW_STAGE1 = "slow-"  # stage 1 of files named slow-* waits SLOW_SECONDS in this cluster's workers
+SLOW_SECONDS = 3.0
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The workers inherit the environment of the raylet that ray.init starts.
+    before = os.environ.get(STAGE1_DELAY_ENV)
+    os.environ[STAGE1_DELAY_ENV] = f"{SLOW_STAGE1}:{SLOW_SECONDS}"
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        if before is None:
+            del os.environ[STAGE1_DELAY_ENV]
+        else:
+            os.environ[STAGE1_DELAY_ENV] = before
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
@@ -102,8 +120,10 @@ def test_same_points_and_report_as_single_process(cluster, lab, encoder, tmp_pat
     assert again.counts()["unchanged"] == 4 and again.chunks_written == 0
 
 
-def encoder_actor_pids() -> dict[int, str]:
-    """pid -> process title of the live encoder actors (Ray titles them `ray::EncoderActor...`)."""
+def ray_worker_pids(prefix: str) -> dict[int, str]:
+    """pid -> process title of the live Ray workers whose title starts with `prefix`. Ray titles a
+    worker `ray::IDLE` between tasks, `ray::prepare_file` while it runs that task, and an actor's
+    `ray::EncoderActor` (`ray::EncoderActor.encode` during a call)."""
     out = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
@@ -111,9 +131,13 @@ def encoder_actor_pids() -> dict[int, str]:
                 title = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if title.startswith("ray::EncoderActor"):
+            if title.startswith(prefix):
                 out[int(d.name)] = title
     return out
+
+
+def encoder_actor_pids() -> dict[int, str]:
+    return ray_worker_pids("ray::EncoderActor")
 
 
 @needs_ray
@@ -156,3 +180,81 @@ def test_driver_killed_mid_job_then_rerun_gives_the_same_points(cluster, lab, tm
     rerun = finish(start_rag(args, cwd=tmp_path))
     assert rerun.returncode == 1, rerun.stderr  # bad.pdf and empty.md fail
     assert points(edge_settings(store)) == ref_points
+
+
+@needs_ray
+@pytest.mark.slow
+def test_stage1_worker_killed_mid_task_is_retried_and_the_job_ends_the_same(cluster, encoder, tmp_path):
+    """A worker SIGKILLed while it runs a load/chunk task: Ray runs the task again on another
+    worker, and the job ends with exactly the single-process job's points. Every file here is a
+    slow-* file, whose stage 1 waits SLOW_SECONDS in this cluster's workers, so whichever task
+    the kill finds, it is one that is running (and 2 CPUs run 4 such tasks in two rounds)."""
+    files = {f"{SLOW_STAGE1}a.txt": sentences("kappa", 10), f"{SLOW_STAGE1}b.md": f"# Lambda\n\n{sentences('lambda', 8)}\n",
+             f"{SLOW_STAGE1}c.txt": sentences("mu", 6), f"{SLOW_STAGE1}bad.pdf": b"this is not a pdf"}
+    docs = tmp_path / "docs"
+    write(docs, files)
+    ref = edge_settings(tmp_path / "single")
+    ref_report = ingest([docs], encoder=encoder, store=ref, chunker=small_chunker(), progress=False)
+    settings = edge_settings(tmp_path / "ray")
+    result = {}
+    started = time.monotonic()
+    job = threading.Thread(target=lambda: result.update(report=ingest_ray(
+        [docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False)))
+    job.start()
+    killed, job_was_running = None, False
+    deadline = started + 30
+    while killed is None and job.is_alive() and time.monotonic() < deadline:
+        for pid in ray_worker_pids("ray::prepare_file"):  # running a task: idle workers are ray::IDLE
+            os.kill(pid, signal.SIGKILL)
+            killed, job_was_running = pid, job.is_alive()
+            break
+        time.sleep(0.005)
+    job.join(timeout=60)
+    assert killed is not None and job_was_running, "no stage-1 task was seen running"
+    assert not job.is_alive() and "report" in result, "the job did not end"
+    assert killed not in ray_worker_pids("ray::")  # that worker is gone; another one redid its task
+    report = result["report"]
+    assert outcomes(report) == outcomes(ref_report)
+    assert report.counts() == {"ingested": 3, "replaced": 0, "unchanged": 0, "failed": 1, "pruned": 0}
+    assert points(settings) == points(ref)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_transient_store_errors_are_retried_by_the_ray_writer(cluster, lab, encoder, tmp_path, caplog):
+    """The driver's writes fail with real qdrant-client errors: a bounded number of them is
+    retried and changes nothing; a file whose upserts keep failing is failed with the reason and
+    nothing of it is stored, the other files are written, and the next run completes the job."""
+    docs, ref_report, ref_points = lab
+    errors = real_errors()
+    a, b, c = src(docs / "a.txt"), src(docs / "b.md"), src(docs / "sub/c.txt")
+    settings = edge_settings(tmp_path / "ray")
+    store = open_for_writing(settings, encoder, small_chunker(), None)
+    flaky = FlakyStore(store, [("upsert", a, 2, errors["refused"], False),
+                               ("upsert", b, 1, errors["timeout"], True),
+                               ("delete_other_versions", b, 1, errors["unavailable"], False),
+                               ("upsert", c, None, errors["503"], False)])
+    try:
+        with caplog.at_level(logging.WARNING, logger="pipelines.writer"):
+            report = ingest_ray([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False,
+                                write_retry=WriteRetry(retries=2, backoff=0.001), vector_store=flaky)
+    finally:
+        store.close()
+    got, expected = outcomes(report), outcomes(ref_report)
+    status, chunks, reason = got.pop(c)
+    assert status == "failed" and chunks == 0
+    assert reason.startswith("store write failed after 3 attempts (HTTP 503 Service Unavailable); "
+                             "nothing of this version was kept")
+    expected.pop(c)
+    assert got == expected  # the other files as without faults, bad ones failed as before
+    assert flaky.attempts("upsert", c) == 3
+    assert report.chunks_written == ref_report.chunks_written - next(o.chunks for o in ref_report.outcomes
+                                                                      if o.source == c)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum(a in w for w in warned) == 2 and sum(b in w for w in warned) == 2
+    assert sum(c in w for w in warned) == 2  # two retries, then the error
+    assert points(settings) == {i: p for i, p in ref_points.items() if p["source"] != c}
+    again = ingest_ray([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False)
+    assert outcomes(again)[c][0] == "ingested" and again.counts()["unchanged"] == 3
+    assert points(settings) == ref_points
+

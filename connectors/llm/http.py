@@ -19,21 +19,19 @@ server echoes it back.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import json
 import logging
 import os
-import random
 import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import datetime, timezone
 from typing import Any, ClassVar, TypeVar
 
 import httpx
 
+from connectors.backoff import backoff_delay, parse_retry_after  # noqa: F401 (also imported from here)
 from rag.errors import (ConfigError, LLMAuthError, LLMConnectionError, LLMContextLengthError,
                         LLMError, LLMNotFoundError, LLMRateLimitError, LLMResponseError,
                         LLMTimeoutError)
@@ -84,32 +82,6 @@ def server_message(body: str) -> str:
             if isinstance(data.get(key), str):
                 return excerpt(data[key])
     return excerpt(body)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), None if absent
-    or unreadable. A date in the past means 0."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
-
-
-def backoff_delay(retry: int, base: float, cap: float) -> float:
-    """Exponential backoff with "equal jitter": base * 2**retry capped at `cap`, then a random
-    point in its upper half, so clients that failed together do not retry together."""
-    ceiling = min(cap, base * (2 ** retry))
-    return ceiling * (0.5 + random.random() / 2)
 
 
 @functools.lru_cache(maxsize=1)

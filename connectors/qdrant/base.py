@@ -135,6 +135,9 @@ class QdrantStoreBase(ABC):
                                   must_not=[self._match("file_hash", keep_hash)]))
         self.revision += 1
 
+    def delete_version(self, source: str, file_hash: str) -> None:
+        self._delete(self._filter(must=[self._match("source", source), self._match("file_hash", file_hash)]))
+
     def delete_source(self, source: str) -> None:
         self._delete(self._filter(must=[self._match("source", source)]))
         self.revision += 1

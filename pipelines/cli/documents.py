@@ -53,6 +53,7 @@ def cmd_ingest(args) -> int:
         text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
         progress=not args.no_progress and not args.json,
         near_duplicates=ing.near_duplicates, dup_threshold=ing.dup_threshold, ocr=ing.ocr,
+        write_retry=ing.write_retry(),
     )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
@@ -75,6 +76,7 @@ def _ingest_ray(args, cfg) -> int:
         include=ing.include, exclude=ing.exclude,
         text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
         progress=not args.no_progress and not args.json, address=args.ray, ocr=ing.ocr,
+        write_retry=ing.write_retry(),
     )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))

@@ -109,6 +109,9 @@ INGEST = [
     _opt("--ocr", "ingest.ocr", "PDF pages read by OCR: auto (those without a text layer), off (they fail "
                                 "or are skipped), force (every page) (default: %(default)s)",
          choices=OCR_MODES),
+    _opt("--write-retries", "ingest.write_retries", "times a store write failing with a transient error "
+                                                    "(refused, reset, timeout, HTTP 429/502/503/504) is tried "
+                                                    "again, with backoff (default: %(default)s)", type=int, metavar="N"),
 ]
 RETRIEVAL = [
     _opt("--mode", "retrieval.mode", "(default: %(default)s)", choices=("dense", "bm25", "hybrid")),
