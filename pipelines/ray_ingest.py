@@ -12,13 +12,19 @@ point is written and its old version is deleted only after its new one is comple
 - stage 2, a pool of encoder actors (`EncoderActor`: the model loaded once per actor; one GPU
   each when the cluster has GPUs). Stage 1's result goes to the actor by reference, not
   through the driver;
-- stage 3, the writer: here the driver, which owns the store. The embedded stores (Qdrant Edge,
-  qdrant-client local mode) are single-process, so every write goes through it: a file's
-  points are upserted in batches (wait=True for a server) and then its other versions deleted,
-  exactly as in the single-process job, through the same write step (`pipelines.writer.StoreWriter`).
+- stage 3, the writers, through the single-process job's write step (`pipelines.writer.StoreWriter`:
+  a file's points upserted in batches, wait=True for a server, then its other versions deleted).
+  With a Qdrant server or cluster (`url`): a pool of writer actors (`WriterActor`, one per
+  encoder actor by default), each with its own client, writing in parallel; they take the
+  encoder's rows by reference, so vectors go from encoder to writer without passing through the
+  driver. The embedded stores (Qdrant Edge, qdrant-client local mode) are single-process: by
+  default the driver, which owns the store, writes every file; `writers=1` hands the store to
+  one writer actor instead (the driver closes it first and reopens it at the end); more than
+  one is refused.
 
-Faults: a stage-1 task whose worker dies is retried by Ray (`max_retries`); an encoder actor
-that dies is restarted and its call retried (`max_restarts`, `max_task_retries`). The file is
+Faults: a stage-1 task whose worker dies is retried by Ray (`max_retries`); an encoder or
+writer actor that dies is restarted and its call retried (`max_restarts`, `max_task_retries`; a
+writer reopens the store, and repeating its upserts and deletes is harmless). The file is
 then simply redone: deterministic ids make that safe. A transient store error is retried with
 backoff by the writer; a file whose write still fails is reported failed, what was written of
 it deleted again, and the job goes on. A killed driver is resumed by running the same command
@@ -38,7 +44,7 @@ from pathlib import Path
 from connectors.qdrant.retry import WriteRetry
 from pipelines.ingest import (DEFAULT_BATCH_SIZE, FileOutcome, IngestReport, _check_open_store, check_file,
                               list_files, load_and_chunk, open_for_writing, optimize)
-from pipelines.stores import StoreSettings
+from pipelines.stores import StoreSettings, open_store
 from pipelines.writer import StoreWriter, delete_failed_reason, upsert_failed_reason
 from rag.embed.encoder import SentenceEncoder
 from rag.errors import ConfigError, StoreWriteError
@@ -48,7 +54,7 @@ from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.search.store import TextIndexSettings
 
 STAGE1_RETRIES = 3  # a stage-1 task whose worker died is run again this many times
-ACTOR_RESTARTS = 3  # an encoder actor that died is restarted this many times (its call retried)
+ACTOR_RESTARTS = 3  # an encoder or writer actor that died is restarted this many times (its call retried)
 
 # Test hook (tests/test_ray_ingest.py): "TEXT:SECONDS" in the workers' environment makes stage 1
 # of each file whose name contains TEXT wait that long first, so that a test can SIGKILL a
@@ -119,6 +125,39 @@ class EncoderActor:
         return row
 
 
+class _NoBar:
+    def advance_chunks(self, n: int) -> None:
+        pass
+
+
+class WriterActor:
+    """Stage 3 in a pool: holds one open collection (its own client of a Qdrant server, or the
+    embedded store handed over by the driver) and writes a row's file as the driver would, with
+    the same retries; a row that already has its outcome passes through."""
+
+    def __init__(self, settings: StoreSettings, retry: WriteRetry | None, batch_size: int):
+        self.store = open_store(settings)
+        self.writer = StoreWriter(self.store, retry)
+        self.batch_size = batch_size
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def write(self, row: dict) -> dict:
+        t0 = time.perf_counter()
+        part = IngestReport(collection="")
+        if row["outcome"] is not None:
+            part.outcomes.append(row["outcome"])
+        else:
+            _write_file(row, self.writer, part, self.batch_size, _NoBar())
+        return {"outcome": part.outcomes[0], "chunks_written": part.chunks_written, "stage1_s": row["stage1_s"],
+                "stage2_s": row["stage2_s"], "write_s": time.perf_counter() - t0}
+
+    def close(self) -> None:
+        self.store.flush()
+        self.store.close()
+
+
 def _connect(address: str | None):
     """(ray, whether this call started it): the running Ray of this process, the cluster at
     `address` ("auto": the one `ray start` runs here), or a new local one on this machine's CPUs."""
@@ -149,13 +188,16 @@ def ingest_ray(
     stats: dict[str, float] | None = None,
     write_retry: WriteRetry | None = None,
     vector_store=None,
+    writers: int | None = None,
 ) -> IngestReport:
     """`ingest` on Ray (see the module's docstring). address: a Ray cluster ("auto", or
     "HOST:PORT"; None: the Ray this process already runs, else a new local one). encoders: how
     many encoder actors (default: one per GPU, else one per two CPUs, at least one). stats: a dict
     to fill with the seconds spent starting Ray and in each stage (summed over workers), for the
     benchmark. write_retry and vector_store: as in `ingest` (a collection already open, written
-    through and neither created nor closed here)."""
+    through and neither created nor closed here). writers: writer actors (default: one per
+    encoder actor with a Qdrant server, `url`; none, the driver writes, with an embedded store,
+    which takes one at most)."""
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
@@ -167,17 +209,28 @@ def ingest_ray(
     ray, started_ray = _connect(address)
     stats["ray_start_s"] = time.perf_counter() - t0
     try:
+        n_encoders, gpus = _pool_size(ray, encoders)
+        n_writers = _writer_count(store_settings, vector_store is not None, writers, n_encoders)
         vs = (open_for_writing(store_settings, encoder, chunker, text_index) if vector_store is None
               else _check_open_store(vector_store, encoder, chunker))
         try:
-            _run(ray, files, vs, encoder, chunker, report, batch_size, progress, encoders, ocr, stats,
-                 StoreWriter(vs, write_retry))
+            stages = _Stages(ray, encoder, chunker, n_encoders, gpus, ocr)
+            if n_writers:
+                versions = {source_name(p): vs.file_versions(source_name(p)) for p in files}
+                if not store_settings.url:  # one process's store: the writer actor opens it now
+                    vs.close()
+                    vs = None
+                _run_writers(ray, stages, files, versions, store_settings, n_writers, write_retry, report,
+                             batch_size, progress, stats)
+                vs = vs or open_store(store_settings)
+            else:
+                _run(ray, stages, files, vs, report, batch_size, progress, stats, StoreWriter(vs, write_retry))
             if report.chunks_written:
                 optimize(vs, progress)
             vs.flush()
             report.total_points = vs.count()
         finally:
-            if vector_store is None:
+            if vector_store is None and vs is not None:
                 vs.close()
     finally:
         if started_ray:
@@ -195,33 +248,64 @@ def _pool_size(ray, encoders: int | None) -> tuple[int, float]:
     return max(1, encoders), (1.0 if gpus else 0.0)
 
 
-def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker, report: IngestReport,
-         batch_size: int, progress: bool, encoders: int | None, ocr: OcrMode, stats: dict, write: StoreWriter) -> None:
+def _writer_count(settings: StoreSettings, store_given: bool, writers: int | None, n_encoders: int) -> int:
+    """Writer actors for the job (0: the driver writes)."""
+    if writers is not None and writers < 0:
+        raise ConfigError("--ray-writers must be >= 0")
+    if store_given:
+        if writers:
+            raise ConfigError("writer actors open the collection themselves: give store settings, not an open store")
+        return 0
+    if writers is None:
+        return n_encoders if settings.url else 0
+    if writers > 1 and not settings.url:
+        raise ConfigError(f"{settings.describe()} is written by one process: --ray-writers 1 at most (the "
+                          "store handed to one writer actor); parallel writers need a Qdrant server (--url)")
+    return writers
+
+
+class _Stages:
+    """Stages 1 and 2 as Ray runs them: the load/chunk task and the encoder actors."""
+
+    def __init__(self, ray, encoder: SentenceEncoder, chunker: Chunker, n_encoders: int, gpus: float,
+                 ocr: OcrMode):
+        actor = ray.remote(EncoderActor).options(num_cpus=0 if gpus else 1, num_gpus=gpus,
+                                                 max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
+        cfg = encoder.to_dict()
+        self.encoders = [actor.remote(cfg) for _ in range(n_encoders)]
+        self.stage1 = ray.remote(prepare_file).options(num_cpus=1, max_retries=STAGE1_RETRIES)
+        self.args = (chunker.to_dict(), encoder.model, encoder.max_seq_length, ocr)
+        self.window = 2 * n_encoders + int(ray.cluster_resources().get("CPU", 1))  # rows in flight at most
+
+    def load(self, path: str, src: str, versions: list):
+        return self.stage1.remote(path, src, versions, *self.args)
+
+    def reset(self, stats: dict, n_writers: int) -> None:
+        for key in ("stage1_s", "stage2_s", "write_s"):
+            stats[key] = 0.0
+        stats["encoders"] = len(self.encoders)
+        stats["writers"] = n_writers
+
+
+def _run(ray, stages: _Stages, files: list[Path], vs, report: IngestReport, batch_size: int, progress: bool,
+         stats: dict, write: StoreWriter) -> None:
+    """Stages 1 and 2 on Ray, stage 3 here: the driver writes each file as its row arrives."""
     from ray.util import ActorPool
 
     from pipelines.render import ingest_progress
 
-    n_actors, gpus = _pool_size(ray, encoders)
-    actor = ray.remote(EncoderActor).options(num_cpus=0 if gpus else 1, num_gpus=gpus,
-                                             max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)
-    cfg = encoder.to_dict()
-    pool = ActorPool([actor.remote(cfg) for _ in range(n_actors)])
-    stage1 = ray.remote(prepare_file).options(num_cpus=1, max_retries=STAGE1_RETRIES)
-    args = (chunker.to_dict(), encoder.model, encoder.max_seq_length, ocr)
-    window = 2 * n_actors + int(ray.cluster_resources().get("CPU", 1))  # rows in flight at most
+    pool = ActorPool(stages.encoders)
     todo = [(str(p), source_name(p)) for p in files]
 
     def submit(path: str, src: str) -> None:
-        row = stage1.remote(path, src, vs.file_versions(src), *args)
+        row = stages.load(path, src, vs.file_versions(src))
         pool.submit(lambda a, r: a.encode.remote(r), row)
 
-    for key in ("stage1_s", "stage2_s", "write_s"):
-        stats[key] = 0.0
-    stats["encoders"] = n_actors
+    stages.reset(stats, 0)
     with ingest_progress(len(todo), enabled=progress) as bar:
-        for path, src in todo[:window]:
+        for path, src in todo[:stages.window]:
             submit(path, src)
-        queued = todo[window:]
+        queued = todo[stages.window:]
         while pool.has_next():
             row = pool.get_next_unordered()
             if queued:
@@ -235,6 +319,52 @@ def _run(ray, files: list[Path], vs, encoder: SentenceEncoder, chunker: Chunker,
                 _write_file(row, write, report, batch_size, bar)
                 stats["write_s"] += time.perf_counter() - t0
             bar.advance_file()
+
+
+def _run_writers(ray, stages: _Stages, files: list[Path], versions: dict, settings: StoreSettings, n_writers: int,
+                 retry: WriteRetry | None, report: IngestReport, batch_size: int, progress: bool,
+                 stats: dict) -> None:
+    """All three stages on Ray: each file's row goes from its load task to an encoder actor and
+    on to a writer actor by reference (round robin); the driver only collects the outcomes."""
+    from pipelines.render import ingest_progress
+
+    actor = ray.remote(WriterActor).options(num_cpus=0, max_restarts=ACTOR_RESTARTS,
+                                            max_task_retries=ACTOR_RESTARTS)
+    writers = [actor.remote(settings, retry, batch_size) for _ in range(n_writers)]
+    todo = [(str(p), source_name(p)) for p in files]
+    pending: list = []
+    submitted = 0
+
+    def submit(path: str, src: str) -> None:
+        nonlocal submitted
+        encoder = stages.encoders[submitted % len(stages.encoders)]
+        encoded = encoder.encode.remote(stages.load(path, src, versions[src]))
+        pending.append(writers[submitted % n_writers].write.remote(encoded))
+        submitted += 1
+
+    stages.reset(stats, n_writers)
+    try:
+        with ingest_progress(len(todo), enabled=progress) as bar:
+            for path, src in todo[:stages.window]:
+                submit(path, src)
+            queued = todo[stages.window:]
+            while pending:
+                done, pending[:] = ray.wait(pending, num_returns=1)
+                result = ray.get(done[0])
+                if queued:
+                    submit(*queued.pop(0))
+                for key in ("stage1_s", "stage2_s", "write_s"):
+                    stats[key] += result[key]
+                report.outcomes.append(result["outcome"])
+                report.chunks_written += result["chunks_written"]
+                bar.advance_chunks(result["chunks_written"])
+                bar.advance_file()
+    finally:
+        try:
+            ray.get([w.close.remote() for w in writers])  # flushed and closed: an embedded store unlocked
+        finally:
+            for w in writers:
+                ray.kill(w)
 
 
 def _write_file(row: dict, write, report: IngestReport, batch_size: int, bar) -> None:

@@ -1,13 +1,14 @@
 """`rag ingest --ray` on a local Ray cluster started by the test (2 logical CPUs, no dashboard):
 the same point ids and payloads as the single-process job, also after a fault mid-job: an
 encoder actor SIGKILLed while encoding, a stage-1 worker SIGKILLed while running a load/chunk
-task, the driver SIGKILLed (then the same command run again), and transient store errors (real
-qdrant-client exceptions raised by the store the driver writes to: tests/qdrant_faults.py); bad
-files reported as in the single-process path. And the default path never imports Ray."""
+task, a writer actor SIGKILLed (the store handed to one writer actor, the path a Qdrant server
+takes with several), the driver SIGKILLed (then the same command run again); bad files
+reported as in the single-process path. And the default path never imports Ray. (The writer's
+retries on transient store errors are tested on the write step both paths share:
+tests/test_store_retry.py.)"""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -18,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.qdrant.retry import WriteRetry
-from helpers_ingest import CLI_CHUNKING, edge_settings, finish, sentences, small_chunker, src, start_rag, write
-from pipelines.ingest import FAULT_ENV, ingest, open_for_writing
-from pipelines.stores import open_store
-from qdrant_faults import FlakyStore, real_errors
+from helpers_ingest import CLI_CHUNKING, edge_settings, finish, sentences, small_chunker, start_rag, write
+from pipelines.ingest import FAULT_ENV, ingest
+from pipelines.stores import StoreSettings, open_store
+from rag.errors import ConfigError
 
 FILES = {
     "a.txt": sentences("alpha", 12),
@@ -221,40 +221,60 @@ def test_stage1_worker_killed_mid_task_is_retried_and_the_job_ends_the_same(clus
 
 @needs_ray
 @pytest.mark.slow
-def test_transient_store_errors_are_retried_by_the_ray_writer(cluster, lab, encoder, tmp_path, caplog):
-    """The driver's writes fail with real qdrant-client errors: a bounded number of them is
-    retried and changes nothing; a file whose upserts keep failing is failed with the reason and
-    nothing of it is stored, the other files are written, and the next run completes the job."""
+def test_writer_actor_gives_the_same_points_and_survives_a_kill(cluster, lab, encoder, tmp_path):
+    """writers=1: the embedded store handed to one writer actor (rows go encoder -> writer by
+    reference, as with parallel writers on a Qdrant server). The same points and report as the
+    single-process job; a second run finds every file unchanged; the writer SIGKILLed while the
+    job runs is restarted, reopens the store and the job still ends with exactly those points."""
     docs, ref_report, ref_points = lab
-    errors = real_errors()
-    a, b, c = src(docs / "a.txt"), src(docs / "b.md"), src(docs / "sub/c.txt")
     settings = edge_settings(tmp_path / "ray")
-    store = open_for_writing(settings, encoder, small_chunker(), None)
-    flaky = FlakyStore(store, [("upsert", a, 2, errors["refused"], False),
-                               ("upsert", b, 1, errors["timeout"], True),
-                               ("delete_other_versions", b, 1, errors["unavailable"], False),
-                               ("upsert", c, None, errors["503"], False)])
-    try:
-        with caplog.at_level(logging.WARNING, logger="pipelines.writer"):
-            report = ingest_ray([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False,
-                                write_retry=WriteRetry(retries=2, backoff=0.001), vector_store=flaky)
-    finally:
-        store.close()
-    got, expected = outcomes(report), outcomes(ref_report)
-    status, chunks, reason = got.pop(c)
-    assert status == "failed" and chunks == 0
-    assert reason.startswith("store write failed after 3 attempts (HTTP 503 Service Unavailable); "
-                             "nothing of this version was kept")
-    expected.pop(c)
-    assert got == expected  # the other files as without faults, bad ones failed as before
-    assert flaky.attempts("upsert", c) == 3
-    assert report.chunks_written == ref_report.chunks_written - next(o.chunks for o in ref_report.outcomes
-                                                                      if o.source == c)
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum(a in w for w in warned) == 2 and sum(b in w for w in warned) == 2
-    assert sum(c in w for w in warned) == 2  # two retries, then the error
-    assert points(settings) == {i: p for i, p in ref_points.items() if p["source"] != c}
-    again = ingest_ray([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False)
-    assert outcomes(again)[c][0] == "ingested" and again.counts()["unchanged"] == 3
+    stats: dict = {}
+    report = ingest_ray([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False,
+                        writers=1, stats=stats)
+    assert stats["writers"] == 1
+    assert outcomes(report) == outcomes(ref_report)
+    assert report.chunks_written == ref_report.chunks_written and report.total_points == len(ref_points)
     assert points(settings) == ref_points
+    again = ingest_ray([docs], encoder=encoder, store=settings, chunker=small_chunker(), progress=False, writers=1)
+    assert again.counts()["unchanged"] == 4 and again.chunks_written == 0
 
+    slow = tmp_path / "slow"
+    write(slow, {f"{SLOW_STAGE1}{name}": body for name, body in FILES.items() if "/" not in name})
+    ref = edge_settings(tmp_path / "slow-single")
+    ref_slow = ingest([slow], encoder=encoder, store=ref, chunker=small_chunker(), progress=False)
+    killed_store = edge_settings(tmp_path / "slow-ray")
+    result = {}
+    job = threading.Thread(target=lambda: result.update(report=ingest_ray(
+        [slow], encoder=encoder, store=killed_store, chunker=small_chunker(), progress=False, writers=1)))
+    job.start()
+    killed, job_was_running = None, False
+    started = time.monotonic()
+    while killed is None and job.is_alive() and time.monotonic() < started + 60:
+        # after the first slow stage-1 round, so that the writer has work before and after the kill
+        pids = ray_worker_pids("ray::WriterActor")
+        if pids and ray_worker_pids("ray::prepare_file") and time.monotonic() > started + SLOW_SECONDS:
+            killed = next(iter(pids))
+            os.kill(killed, signal.SIGKILL)
+            job_was_running = job.is_alive()
+        time.sleep(0.05)
+    job.join(timeout=120)
+    assert killed is not None and job_was_running, "no writer actor was seen while the job ran"
+    assert not job.is_alive() and "report" in result, "the job did not end"
+    assert outcomes(result["report"]) == outcomes(ref_slow)
+    assert points(killed_store) == points(ref)
+
+
+@needs_ray
+def test_parallel_writers_need_a_qdrant_server(cluster, encoder, tmp_path):
+    """More than one writer on an embedded store (one process's) is refused before anything is
+    written; with a server URL, writers default to one per encoder actor (checked by the count
+    rule; no Qdrant server runs here)."""
+    from pipelines.ray_ingest import _writer_count
+
+    with pytest.raises(ConfigError, match="parallel writers need a Qdrant server"):
+        ingest_ray([tmp_path], encoder=encoder, store=edge_settings(tmp_path / "s"), progress=False, writers=2)
+    assert not (tmp_path / "s").exists()
+    server = StoreSettings(url="http://127.0.0.1:6333")
+    assert _writer_count(server, False, None, 3) == 3 and _writer_count(server, False, 5, 3) == 5
+    assert _writer_count(edge_settings(tmp_path), False, None, 3) == 0
+    assert _writer_count(edge_settings(tmp_path), False, 1, 3) == 1

@@ -21,6 +21,9 @@ def register(sub, cfg) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="load and encode on a Ray cluster (pip install -e \".[ray]\"): ADDRESS is 'auto', "
                         "HOST:PORT, or none for a local Ray on this machine's CPUs")
+    p.add_argument("--ray-writers", type=int, metavar="N",
+                   help="with --ray: writer actors (default: one per encoder actor with --url, where they "
+                        "write in parallel; with the embedded store the driver writes, or 1 writer actor)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_config_option(p, cfg)
@@ -47,6 +50,10 @@ def cmd_ingest(args) -> int:
     ing = cfg.ingest
     if args.ray:
         return _ingest_ray(args, cfg)
+    if args.ray_writers is not None:
+        from rag.errors import ConfigError
+
+        raise ConfigError("--ray-writers goes with --ray")
     report = ingest(
         args.paths, encoder=cfg.encoder.build(), store=cfg.store.settings(), chunker=cfg.chunking.build(),
         include=ing.include, exclude=ing.exclude, prune=args.prune,
@@ -76,7 +83,7 @@ def _ingest_ray(args, cfg) -> int:
         include=ing.include, exclude=ing.exclude,
         text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
         progress=not args.no_progress and not args.json, address=args.ray, ocr=ing.ocr,
-        write_retry=ing.write_retry(),
+        write_retry=ing.write_retry(), writers=args.ray_writers,
     )
     if args.json:
         print(json.dumps(report.model_dump(mode="json"), indent=2))
