@@ -47,6 +47,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="/work/shared/data/pdfs/arxiv")
     ap.add_argument("-n", type=int, default=3, help="how many of the arXiv PDFs")
+    ap.add_argument("--writer-actor", action="store_true",
+                    help="also run the Ray path with one writer actor owning the store (--ray-writers 1: the "
+                         "path several writers take with a Qdrant server)")
     args = ap.parse_args()
     files = [Path(args.data) / f for f in PDFS[:args.n]]
     if not all(f.is_file() for f in files):
@@ -69,6 +72,11 @@ def main() -> int:
         stats: dict = {}
         r2 = ingest_ray(files, encoder=enc, store=distributed, progress=False, stats=stats)
         same = ids(single) == ids(distributed)
+        if args.writer_actor:
+            actor_store = StoreSettings(store_dir=f"{tmp}/ray-writer")
+            stats3: dict = {}
+            r3 = ingest_ray(files, encoder=enc, store=actor_store, progress=False, stats=stats3, writers=1)
+            same = same and ids(single) == ids(actor_store)
         disk = sum(f.stat().st_size for f in Path(f"{tmp}/single").rglob("*") if f.is_file())
 
     print("\n| path | seconds | pages/s | chunks/s | chunks |")
@@ -80,6 +88,10 @@ def main() -> int:
     run = r2.seconds - stats["ray_start_s"]
     print(f"| Ray, without its start ({stats['ray_start_s']:.1f} s) | {run:.1f} | {n_pages / run:.2f} | "
           f"{r2.chunks_written / run:.1f} | |")
+    if args.writer_actor:
+        run3 = r3.seconds - stats3["ray_start_s"]
+        print(f"| Ray, one writer actor, without its start | {run3:.1f} | {n_pages / run3:.2f} | "
+              f"{r3.chunks_written / run3:.1f} | {r3.chunks_written} |")
     print(f"\nRay / single-process time: {r2.seconds / r1.seconds:.2f}x end to end, {run / r1.seconds:.2f}x "
           "without Ray's start")
     print("\n| Ray stage | worker-seconds | rate per worker |")
@@ -89,6 +101,9 @@ def main() -> int:
     print(f"| 2: encode ({stats['encoders']} actor(s), 1 CPU each) | {stats['stage2_s']:.1f} | "
           f"{r2.chunks_written / stats['stage2_s']:.1f} chunks/s |")
     print(f"| 3: driver writes (Edge) | {stats['write_s']:.2f} | {r2.chunks_written / stats['write_s']:.0f} chunks/s |")
+    if args.writer_actor:
+        print(f"| 3: one writer actor (Edge) | {stats3['write_s']:.2f} | "
+              f"{r3.chunks_written / stats3['write_s']:.0f} chunks/s |")
     print(f"\nEdge store on disk: {disk / 1e6:.1f} MB for {r1.total_points} points = {disk / r1.total_points:.0f} "
           f"bytes/point (vectors, payloads, text index); {r1.chunks_written / n_pages:.2f} chunks/page")
     print(f"\npoint ids equal: {same}")
