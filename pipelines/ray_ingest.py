@@ -205,6 +205,7 @@ def ingest_ray(
     report = IngestReport(collection=store_settings.describe())
     files = list_files(paths, include, exclude, source_name, report)
     stats = {} if stats is None else stats
+    _writer_count(store_settings, vector_store is not None, writers, 1)  # a bad setting fails before Ray starts
     t0 = time.perf_counter()
     ray, started_ray = _connect(address)
     stats["ray_start_s"] = time.perf_counter() - t0
