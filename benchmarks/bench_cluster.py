@@ -83,7 +83,7 @@ def sts(args) -> None:
 
 
 def scale(args) -> None:
-    from measured_child import load_embeddings, run_measured
+    from measured_child import load_embeddings, print_ratios, run_measured
 
     emb, label = load_embeddings(args)
     results = {
@@ -107,8 +107,7 @@ def scale(args) -> None:
         print(f"| {name} | {r['seconds']:.1f} | {r['peak_extra_bytes'] / 2**20:.0f} | {len(r['clusters'])} | "
               f"{sum(map(len, r['clusters']))} |")
     ro, rs = results["ours"], results["st"]
-    print(f"\ntime ratio (st / ours): {rs['seconds'] / ro['seconds']:.2f}; memory ratio (st / ours): "
-          f"{rs['peak_extra_bytes'] / max(ro['peak_extra_bytes'], 1):.1f}")
+    print_ratios(ro, rs)
     same = [set(c) for c in ro["clusters"]] == [set(c) for c in rs["clusters"]]
     a = {i: k for k, c in enumerate(ro["clusters"]) for i in c}
     b = {i: k for k, c in enumerate(rs["clusters"]) for i in c}

@@ -78,7 +78,7 @@ def sts(args) -> None:
 
 
 def scale(args) -> None:
-    from measured_child import load_embeddings, run_measured
+    from measured_child import load_embeddings, print_ratios, run_measured
 
     emb, label = load_embeddings(args)
     results = {
@@ -100,9 +100,7 @@ def scale(args) -> None:
                     ("st", "sentence-transformers paraphrase_mining_embeddings (defaults)")):
         r = results[k]
         print(f"| {name} | {r['seconds']:.1f} | {r['peak_extra_bytes'] / 2**20:.0f} | {len(r['pairs'])} |")
-    ro, rs = results["ours"], results["st"]
-    print(f"\ntime ratio (st / ours): {rs['seconds'] / ro['seconds']:.2f}; memory ratio (st / ours): "
-          f"{rs['peak_extra_bytes'] / max(ro['peak_extra_bytes'], 1):.1f}")
+    print_ratios(results["ours"], results["st"])
     print(f"pair sets: {len(ours & st)} in both, {len(ours - st)} only ours, {len(st - ours)} only "
           "sentence-transformers" + (" (identical)" if ours == st else ""))
 

@@ -49,6 +49,13 @@ def run_measured(emb: np.ndarray, setup: str, step: str, **params) -> dict:
         return json.loads(Path(out).read_text())
 
 
+def print_ratios(ours: dict, st: dict) -> None:
+    """The two `run_measured` results side by side: sentence-transformers' time and peak extra
+    memory over ours."""
+    print(f"\ntime ratio (st / ours): {st['seconds'] / ours['seconds']:.2f}; memory ratio (st / ours): "
+          f"{st['peak_extra_bytes'] / max(ours['peak_extra_bytes'], 1):.1f}")
+
+
 def add_embedding_args(p) -> None:
     """Where the 100k embeddings of a `scale` run come from."""
     p.add_argument("--store", default="rag_store")

@@ -55,6 +55,7 @@ from rag.search.store import TextIndexSettings
 
 STAGE1_RETRIES = 3  # a stage-1 task whose worker died is run again this many times
 ACTOR_RESTARTS = 3  # an encoder or writer actor that died is restarted this many times (its call retried)
+STAGE_SECONDS = ("stage1_s", "stage2_s", "write_s")  # seconds each stage's workers spent, summed (stats)
 
 # Test hook (tests/test_ray_ingest.py): "TEXT:SECONDS" in the workers' environment makes stage 1
 # of each file whose name contains TEXT wait that long first, so that a test can SIGKILL a
@@ -125,11 +126,6 @@ class EncoderActor:
         return row
 
 
-class _NoBar:
-    def advance_chunks(self, n: int) -> None:
-        pass
-
-
 class WriterActor:
     """Stage 3 in a pool: holds one open collection (its own client of a Qdrant server, or the
     embedded store handed over by the driver) and writes a row's file as the driver would, with
@@ -144,12 +140,15 @@ class WriterActor:
         return os.getpid()
 
     def write(self, row: dict) -> dict:
+        from pipelines.render import ingest_progress
+
         t0 = time.perf_counter()
         part = IngestReport(collection="")
         if row["outcome"] is not None:
             part.outcomes.append(row["outcome"])
         else:
-            _write_file(row, self.writer, part, self.batch_size, _NoBar())
+            with ingest_progress(0, enabled=False) as no_bar:  # the driver shows the job's progress
+                _write_file(row, self.writer, part, self.batch_size, no_bar)
         return {"outcome": part.outcomes[0], "chunks_written": part.chunks_written, "stage1_s": row["stage1_s"],
                 "stage2_s": row["stage2_s"], "write_s": time.perf_counter() - t0}
 
@@ -205,13 +204,13 @@ def ingest_ray(
     report = IngestReport(collection=store_settings.describe())
     files = list_files(paths, include, exclude, source_name, report)
     stats = {} if stats is None else stats
-    _writer_count(store_settings, vector_store is not None, writers, 1)  # a bad setting fails before Ray starts
+    wanted_writers = _writers_wanted(store_settings, vector_store is not None, writers)  # before Ray starts
     t0 = time.perf_counter()
     ray, started_ray = _connect(address)
     stats["ray_start_s"] = time.perf_counter() - t0
     try:
         n_encoders, gpus = _pool_size(ray, encoders)
-        n_writers = _writer_count(store_settings, vector_store is not None, writers, n_encoders)
+        n_writers = n_encoders if wanted_writers is None else wanted_writers
         vs = (open_for_writing(store_settings, encoder, chunker, text_index) if vector_store is None
               else _check_open_store(vector_store, encoder, chunker))
         try:
@@ -249,8 +248,9 @@ def _pool_size(ray, encoders: int | None) -> tuple[int, float]:
     return max(1, encoders), (1.0 if gpus else 0.0)
 
 
-def _writer_count(settings: StoreSettings, store_given: bool, writers: int | None, n_encoders: int) -> int:
-    """Writer actors for the job (0: the driver writes)."""
+def _writers_wanted(settings: StoreSettings, store_given: bool, writers: int | None) -> int | None:
+    """Writer actors for the job: 0, the driver writes; None, one per encoder actor (the default
+    with a Qdrant server). A setting the store cannot take is refused."""
     if writers is not None and writers < 0:
         raise ConfigError("--ray-writers must be >= 0")
     if store_given:
@@ -258,7 +258,7 @@ def _writer_count(settings: StoreSettings, store_given: bool, writers: int | Non
             raise ConfigError("writer actors open the collection themselves: give store settings, not an open store")
         return 0
     if writers is None:
-        return n_encoders if settings.url else 0
+        return None if settings.url else 0
     if writers > 1 and not settings.url:
         raise ConfigError(f"{settings.describe()} is written by one process: --ray-writers 1 at most (the "
                           "store handed to one writer actor); parallel writers need a Qdrant server (--url)")
@@ -282,7 +282,7 @@ class _Stages:
         return self.stage1.remote(path, src, versions, *self.args)
 
     def reset(self, stats: dict, n_writers: int) -> None:
-        for key in ("stage1_s", "stage2_s", "write_s"):
+        for key in STAGE_SECONDS:
             stats[key] = 0.0
         stats["encoders"] = len(self.encoders)
         stats["writers"] = n_writers
@@ -354,7 +354,7 @@ def _run_writers(ray, stages: _Stages, files: list[Path], versions: dict, settin
                 result = ray.get(done[0])
                 if queued:
                     submit(*queued.pop(0))
-                for key in ("stage1_s", "stage2_s", "write_s"):
+                for key in STAGE_SECONDS:
                     stats[key] += result[key]
                 report.outcomes.append(result["outcome"])
                 report.chunks_written += result["chunks_written"]

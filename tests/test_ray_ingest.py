@@ -269,12 +269,12 @@ def test_parallel_writers_need_a_qdrant_server(cluster, encoder, tmp_path):
     """More than one writer on an embedded store (one process's) is refused before anything is
     written; with a server URL, writers default to one per encoder actor (checked by the count
     rule; no Qdrant server runs here)."""
-    from pipelines.ray_ingest import _writer_count
+    from pipelines.ray_ingest import _writers_wanted
 
     with pytest.raises(ConfigError, match="parallel writers need a Qdrant server"):
         ingest_ray([tmp_path], encoder=encoder, store=edge_settings(tmp_path / "s"), progress=False, writers=2)
     assert not (tmp_path / "s").exists()
     server = StoreSettings(url="http://127.0.0.1:6333")
-    assert _writer_count(server, False, None, 3) == 3 and _writer_count(server, False, 5, 3) == 5
-    assert _writer_count(edge_settings(tmp_path), False, None, 3) == 0
-    assert _writer_count(edge_settings(tmp_path), False, 1, 3) == 1
+    assert _writers_wanted(server, False, None) is None and _writers_wanted(server, False, 5) == 5  # None: one per encoder
+    assert _writers_wanted(edge_settings(tmp_path), False, None) == 0
+    assert _writers_wanted(edge_settings(tmp_path), False, 1) == 1
