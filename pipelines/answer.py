@@ -29,6 +29,7 @@ from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.ingest.chunking import Chunker
 from rag.errors import ConfigError, LLMError
 from rag.answer.extractive import extract
+from rag.embed.cache import VectorCache
 from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
 from rag.models import Answer
 from rag.answer.cleanup import StreamCleaner, clean_answer
@@ -50,7 +51,8 @@ class RagPipeline:
     def __init__(self, encoder=None, store: StoreSettings | None = None, chunker: Chunker | None = None,
                  retriever: dict[str, Any] | None = None, prompt: PromptAssembler | None = None,
                  llm: LLMBackend | None = None, generation: GenerationSettings | None = None,
-                 fallback_to_extracts: bool = True, llm_origin: str | None = None):
+                 fallback_to_extracts: bool = True, llm_origin: str | None = None,
+                 sentence_cache: VectorCache | None = None):
         self.encoder = encoder
         self.store = store or StoreSettings()
         self.chunker = chunker or Chunker()
@@ -67,6 +69,9 @@ class RagPipeline:
         self.fallback_to_extracts = fallback_to_extracts
         # How the backend was chosen (e.g. by `llm = "auto"`), said with every answer.
         self.llm_origin = llm_origin or (f"backend {llm.name}" if llm is not None else "no LLM: extracts")
+        # The vectors of the passages' sentences extracts were picked from: the next question
+        # (a follow-up, another user of the server) mostly re-reads the same passages.
+        self.sentence_cache = sentence_cache if sentence_cache is not None else VectorCache()
         self._vs = None
         self._retriever: Retriever | None = None
 
@@ -197,7 +202,7 @@ class RagPipeline:
                 if not self.fallback_to_extracts:
                     raise
                 self._fall_back(answer, e, cleaner.raw)
-                answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
+                answer.text = self._extract(question, retrieval_query, prompt)
                 yield "\n\n" + answer.text if cleaner.shown else answer.text
             self._note_length(answer)
         yield self._finish(answer, prompt, started)
@@ -236,8 +241,7 @@ class RagPipeline:
             if not self.fallback_to_extracts:
                 raise
             self._fall_back(answer, e, cleaner.raw)
-            answer.text, _ = await asyncio.to_thread(extract, _phrasings(question, retrieval_query),
-                                                      prompt.passages, self.encoder)
+            answer.text = await asyncio.to_thread(self._extract, question, retrieval_query, prompt)
             yield "\n\n" + answer.text if cleaner.shown else answer.text
         self._note_length(answer)
         yield self._finish(answer, prompt, started)
@@ -280,8 +284,13 @@ class RagPipeline:
             answer.kind = "none"
             answer.notes.append("no passages retrieved: the LLM was not asked")
         else:
-            answer.text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder)
+            answer.text = self._extract(question, retrieval_query, prompt)
         return answer.text
+
+    def _extract(self, question: str, retrieval_query: str | None, prompt: Prompt) -> str:
+        text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder,
+                          cache=self.sentence_cache)
+        return text
 
     @staticmethod
     def _fall_back(answer: Answer, error: LLMError, pieces: list[str]) -> None:

@@ -472,3 +472,18 @@ def test_every_answer_is_grounding_checked_extracts_pass_and_a_wrong_figure_is_f
     render.print_answer_sources(answer)
     err = capsys.readouterr().err
     assert "unsupported: 1 of 2 sentence(s)" in err and "missing: $45.1 billion" in err
+
+
+def test_extracts_embed_each_passage_sentence_once_across_questions(collection, encoder):
+    from tests.test_vector_cache import Counting
+
+    counting = Counting(encoder)
+    with RagPipeline(encoder=counting, store=collection, llm=None) as rag:
+        first = rag.ask("What were iPhone net sales in the third quarter?")
+        embedded = sum(len(c) for c in counting.calls)
+        counting.calls.clear()
+        again = rag.ask("What were iPhone net sales in the third quarter?")
+    # The second time only the search's query and the extract's question reach the encoder.
+    assert [len(c) for c in counting.calls] == [1, 1] and embedded > 2 + 2
+    assert again.text == first.text and again.cited == first.cited
+    assert rag.sentence_cache.stats["hits"] >= embedded - 2

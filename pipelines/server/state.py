@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from pipelines.server.security import (DEFAULT_HOST, DEFAULT_NETWORK_GENERATIONS
                                        read_server_key)
 from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.answer.llm import GenerationSettings
+from rag.embed.cache import VectorCache
 from rag.errors import LLMConnectionError, LLMError, RagError
 from rag.models import Passage
 from rag.search.retrieval import Retriever, SearchResponse
@@ -176,6 +177,8 @@ class Served:
     retriever: Retriever
     search_top_k: int
     handle: Any = None  # what reads and writes go through (the store, serialised in local mode)
+    # The vectors of the sentences extracts were picked from, shared by every request's answer.
+    sentence_cache: VectorCache = field(default_factory=VectorCache)
 
     def search(self, query: str, top_k: int | None = None, filters=None, mode: str | None = None,
                explain: bool = False) -> SearchResponse:
@@ -195,7 +198,8 @@ class RequestPipeline(RagPipeline):
                  on_prepared: Callable[[list[Passage]], None] | None = None):
         super().__init__(encoder=served.encoder, store=served.settings, chunker=base.chunker,
                          retriever=base.retriever_settings, prompt=base.prompt, llm=llm, generation=generation,
-                         fallback_to_extracts=base.fallback_to_extracts, llm_origin=base.llm_origin)
+                         fallback_to_extracts=base.fallback_to_extracts, llm_origin=base.llm_origin,
+                         sentence_cache=served.sentence_cache)
         self.served, self.mode, self.top_k, self.on_prepared = served, mode, top_k, on_prepared
 
     def search(self, query: str, top_k: int | None = None, filters=None) -> SearchResponse:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rag.embed.cache import VectorCache
 from rag.models import Passage
 from rag.text.sentences import split_sentences
 
@@ -40,11 +41,14 @@ def _overlap(query_terms: set[str], sentence_terms: set[str]) -> float:
 
 def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder, max_sentences: int = 3,
             min_words: int = 4, lexical_weight: float = 0.3, duplicate_cosine: float = 0.9,
-            max_chars: int = 400, min_relative: float = 0.6) -> tuple[str, list[int]]:
+            max_chars: int = 400, min_relative: float = 0.6,
+            cache: VectorCache | None = None) -> tuple[str, list[int]]:
     """Returns (text, cited passage numbers). `encoder` has `encode(texts) -> normalised vectors`.
     `question` may be several phrasings (a chat follow-up and its standalone rewrite): the
     semantic score is the mean over them, the lexical one uses the first. Sentences scoring
-    below `min_relative` times the best one are not quoted."""
+    below `min_relative` times the best one are not quoted. `cache`: the sentences' vectors
+    are looked up there first (passages repeat across questions); the question is always
+    embedded afresh, in a call of its own."""
     questions = [question] if isinstance(question, str) else list(question)
     candidates: list[tuple[str, int, int]] = []  # sentence, passage number, passage rank position
     for pos, p in enumerate(passages):
@@ -54,8 +58,9 @@ def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder,
                                    p.number, pos))
     if not candidates:
         return "The retrieved passages contain no sentence to quote.", []
-    vecs = encoder.encode(questions + [c[0] for c in candidates])
-    q, sv = vecs[:len(questions)], vecs[len(questions):]
+    q = encoder.encode(questions)
+    sentences = [c[0] for c in candidates]
+    sv = cache.encode(encoder, sentences) if cache is not None else encoder.encode(sentences)
     cos = (sv @ q.T).mean(axis=1)
     qt = _terms(questions[0])
     overlap = np.array([_overlap(qt, _terms(c[0])) for c in candidates])
