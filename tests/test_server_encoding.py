@@ -72,9 +72,11 @@ class SlowEncoder:
         self.passes: list[tuple[str, int]] = []
         self.lock = threading.Lock()
         self.inside = 0
+        self.threads: set[int] = set()
 
     def encode(self, texts, batch_size=None):
         with self.lock:
+            self.threads.add(threading.get_ident())
             self.inside += 1
             assert self.inside == 1, "two passes at once"
         time.sleep(self.seconds)
@@ -116,6 +118,12 @@ def test_searches_do_not_wait_for_a_whole_long_call():
     query_passes = [n for kind, n in slow.passes if kind == "query"]
     assert sum(query_passes) == 6 and len(query_passes) < 6  # searches that waited together shared a pass
     assert sum(n for kind, n in slow.passes if kind == "bulk") == len(bulk)
+    # every pass ran on the gate's own thread, none on a caller's (torch's thread pool is per thread)
+    assert len(slow.threads) == 1 and not slow.threads & {t.ident for t in searchers + [bulk_thread]}
+    gate.close()
+    assert not gate._thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        gate.encode(["after close"])
 
 
 def test_a_failed_pass_reaches_every_caller_and_frees_the_encoder():

@@ -254,6 +254,9 @@ class ServerState:
             self.base = None
         for s in served:
             s.store.close()
+        encoders, self._encoders = list(self._encoders.values()), {}
+        for gate in encoders:
+            gate.close()
 
     def _slot_count(self, llm: Any) -> int:
         from connectors.llm.http import HttpLLMBackend
