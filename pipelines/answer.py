@@ -181,7 +181,7 @@ class RagPipeline:
         prompt, response = self.prepare(question, history, filters, retrieval_query)
         answer = self._answer_shell(question, prompt, response, retrieval_query)
         if not prompt.passages or self.llm is None:
-            yield self._without_llm(answer, question, retrieval_query, prompt)
+            yield self._without_llm(answer, question, retrieval_query, prompt, response)
         else:
             answer.kind, answer.backend = "generated", self.llm.name
             cleaner = StreamCleaner()  # what the model echoes of the prompt is not shown
@@ -202,7 +202,7 @@ class RagPipeline:
                 if not self.fallback_to_extracts:
                     raise
                 self._fall_back(answer, e, cleaner.raw)
-                answer.text = self._extract(question, retrieval_query, prompt)
+                answer.text = self._extract(question, retrieval_query, prompt, response)
                 yield "\n\n" + answer.text if cleaner.shown else answer.text
             self._note_length(answer)
         yield self._finish(answer, prompt, started)
@@ -225,7 +225,8 @@ class RagPipeline:
         prompt, response = await asyncio.to_thread(self.prepare, question, history, filters, retrieval_query)
         answer = self._answer_shell(question, prompt, response, retrieval_query)
         if not prompt.passages or self.llm is None:
-            yield await asyncio.to_thread(self._without_llm, answer, question, retrieval_query, prompt)
+            yield await asyncio.to_thread(self._without_llm, answer, question, retrieval_query, prompt,
+                                         response)
             yield self._finish(answer, prompt, started)
             return
         answer.kind, answer.backend = "generated", self.llm.name
@@ -241,7 +242,7 @@ class RagPipeline:
             if not self.fallback_to_extracts:
                 raise
             self._fall_back(answer, e, cleaner.raw)
-            answer.text = await asyncio.to_thread(self._extract, question, retrieval_query, prompt)
+            answer.text = await asyncio.to_thread(self._extract, question, retrieval_query, prompt, response)
             yield "\n\n" + answer.text if cleaner.shown else answer.text
         self._note_length(answer)
         yield self._finish(answer, prompt, started)
@@ -277,19 +278,23 @@ class RagPipeline:
             answer.notes.append(f"the answer reached max_tokens ({self.generation.max_tokens}) and may be "
                                 "cut short: raise --max-tokens")
 
-    def _without_llm(self, answer: Answer, question: str, retrieval_query: str | None, prompt: Prompt) -> str:
+    def _without_llm(self, answer: Answer, question: str, retrieval_query: str | None, prompt: Prompt,
+                     response: SearchResponse) -> str:
         """No passage (the LLM is not asked: it would answer from nothing), or no LLM (extracts)."""
         if not prompt.passages:
             answer.text = "The collection has no passage that matches this question, so there is nothing to answer from."
             answer.kind = "none"
             answer.notes.append("no passages retrieved: the LLM was not asked")
         else:
-            answer.text = self._extract(question, retrieval_query, prompt)
+            answer.text = self._extract(question, retrieval_query, prompt, response)
         return answer.text
 
-    def _extract(self, question: str, retrieval_query: str | None, prompt: Prompt) -> str:
+    def _extract(self, question: str, retrieval_query: str | None, prompt: Prompt,
+                 response: SearchResponse) -> str:
+        """Extracts: the sentences' vectors through the cache, the search's query vector reused."""
+        known = {response.query: response.query_vector} if response.query_vector is not None else None
         text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder,
-                          cache=self.sentence_cache)
+                          cache=self.sentence_cache, known=known)
         return text
 
     @staticmethod

@@ -9,7 +9,7 @@ that exact figures and names asked for count. Near-duplicate sentences are skipp
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -42,13 +42,15 @@ def _overlap(query_terms: set[str], sentence_terms: set[str]) -> float:
 def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder, max_sentences: int = 3,
             min_words: int = 4, lexical_weight: float = 0.3, duplicate_cosine: float = 0.9,
             max_chars: int = 400, min_relative: float = 0.6,
-            cache: VectorCache | None = None) -> tuple[str, list[int]]:
+            cache: VectorCache | None = None,
+            known: Mapping[str, np.ndarray] | None = None) -> tuple[str, list[int]]:
     """Returns (text, cited passage numbers). `encoder` has `encode(texts) -> normalised vectors`.
     `question` may be several phrasings (a chat follow-up and its standalone rewrite): the
     semantic score is the mean over them, the lexical one uses the first. Sentences scoring
     below `min_relative` times the best one are not quoted. `cache`: the sentences' vectors
-    are looked up there first (passages repeat across questions); the question is always
-    embedded afresh, in a call of its own."""
+    are looked up there first (passages repeat across questions). `known`: vectors of
+    phrasings already embedded (the search's query), by their stripped text; the others are
+    embedded afresh, in a call of their own."""
     questions = [question] if isinstance(question, str) else list(question)
     candidates: list[tuple[str, int, int]] = []  # sentence, passage number, passage rank position
     for pos, p in enumerate(passages):
@@ -58,7 +60,10 @@ def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder,
                                    p.number, pos))
     if not candidates:
         return "The retrieved passages contain no sentence to quote.", []
-    q = encoder.encode(questions)
+    known = known or {}
+    missing = [p for p in questions if p.strip() not in known]
+    fresh = dict(zip(missing, encoder.encode(missing))) if missing else {}
+    q = np.stack([known[p.strip()] if p.strip() in known else fresh[p] for p in questions])
     sentences = [c[0] for c in candidates]
     sv = cache.encode(encoder, sentences) if cache is not None else encoder.encode(sentences)
     cos = (sv @ q.T).mean(axis=1)

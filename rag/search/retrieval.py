@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from rag.search import fusion as F
 from rag.errors import ConfigError
@@ -73,6 +73,14 @@ class SearchResponse(BaseModel):
     notes: list[str] = Field(default_factory=list)
     route: RouteInfo | None = Field(None, description="document routing: the documents searched and the "
                                     "words that named them; None with route off")
+    _query_vector: Any = PrivateAttr(None)
+
+    @property
+    def query_vector(self) -> np.ndarray | None:
+        """The query's embedding the dense leg searched with (None in bm25 mode); not
+        serialised. What comes next (an extractive answer) reuses it instead of embedding the
+        query again."""
+        return self._query_vector
 
 
 # ---------------------------------------------------------------- filters
@@ -263,7 +271,9 @@ class Retriever:
                 resp.route = r
                 resp.notes.insert(0, f"not routed: {r.reason}")
                 responses[i] = resp
-        for resp in responses:
+        for i, resp in enumerate(responses):
+            if vectors is not None:
+                resp._query_vector = vectors[i]
             if resp.route is not None and resp.route.routed:
                 names = ", ".join(Path(s).name for s in resp.route.documents[:4])
                 more = f" and {len(resp.route.documents) - 4} more" if len(resp.route.documents) > 4 else ""
