@@ -384,10 +384,12 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/search")
     async def search(body: S.SearchRequest) -> JSONResponse:
-        served = await asyncio.to_thread(state.collection, body.collection)
-        response = await asyncio.to_thread(served.search, body.query, top_k=body.top_k, filters=body.filters,
-                                           mode=body.mode, explain=body.explain)
-        return JSONResponse(response.model_dump(mode="json"))
+        def run() -> dict:  # one worker-thread hop: the collection (open already, but it may not be), then the search
+            served = state.collection(body.collection)
+            return served.search(body.query, top_k=body.top_k, filters=body.filters, mode=body.mode,
+                                 explain=body.explain).model_dump(mode="json")
+
+        return JSONResponse(await asyncio.to_thread(run))
 
     @app.post("/v1/chat/completions", response_model=S.ChatCompletion)
     async def chat(body: S.ChatRequest, request: Request) -> Response:
