@@ -2,24 +2,29 @@
 
     python benchmarks/bench_server.py [--source-store /tmp/cmp/after/store] [--store DIR]
         [--collection documents] [--clients 8] [--seconds 60] [--search-only-seconds 10]
-        [--out /tmp/bench_server.json]
+        [--think-ms 1000,500,250] [--paced-seconds 30] [--floor-seconds 8] [--out /tmp/bench_server.json]
 
 1. Store: a fresh copy (shutil.copytree) of `--source-store`, an already-ingested collection of
    the arXiv + Debian PDFs, so the run pays no ingest (`--store DIR` uses DIR as it is). When the
    source store is missing, ../shared/data/pdfs is ingested into the temp folder first. The point
    ids of the collection are recorded before any server holds it.
 2. Reference: one `rag search "QUERY" --store COPY --json` process, timed end to end (the
-   cold-start cost a user pays today), before the server starts.
+   cold-start cost a user pays today), before the server starts. Then the encoder floor: the
+   server's encoder behind its gate in this process, `--clients` threads embedding one question
+   after another: what query encoding alone costs at that concurrency, no HTTP, no store.
 3. Server: `rag serve --llm none` (extracts) as a subprocess on 127.0.0.1, a free port.
 4. Load: `--clients` threads, each with its own httpx.Client, loop over fixed questions until
    the deadline (or MAX_REQUESTS each): 3 of 4 POST /v1/search (top_k 10), 1 of 4 POST
    /v1/chat/completions (not streamed). Every request has a 30 s timeout. At t = seconds/2, one
    POST /v1/documents of two small text files, its job polled until done (bounded). Before it,
-   idle search latency (one client) and a short searches-only phase of the same clients.
+   idle search latency (one client) and a short searches-only phase of the same clients. After
+   it, the same mixed load once per `--think-ms`: each client pauses a seeded exponential think
+   time of that mean after every answer, as users reading them do: latency at offered loads
+   below saturation, beside the closed loop's.
 5. Report: per endpoint requests, req/s, p50, p99, max, errors (must be 0); the target
-   `/v1/search p50 <= 30 ms` (mixed load) beside the `rag search` process time and their ratio.
-   A chat with llm none encodes its passages' sentences to pick the extracts (1-1.5 s of encoder
-   time on one free core), and the server's encoder is one lock: searches queue behind it.
+   `/v1/search p50 <= 30 ms` (closed loop and each think time) beside the `rag search` process
+   time and their ratio. A closed loop of N clients gives p50 ~ N / throughput, and the
+   throughput is bound by the encoder (the floor line says by how much).
 6. Integrity: the server stopped, its collection's point ids must equal the ids recorded in 1
    plus those of a clean ingest of the two uploaded files (same labels) into a fresh store.
 
@@ -32,6 +37,7 @@ import argparse
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -205,11 +211,17 @@ def request(c: httpx.Client, i: int, question: str, chats: bool) -> tuple[str, i
     return "/v1/search", r.status_code if ok else -r.status_code
 
 
-def client_loop(url: str, client_no: int, deadline: float, out: list, chats: bool = True) -> None:
-    """One client: its own connection, questions in turn from its own offset, until the deadline."""
+def client_loop(url: str, client_no: int, deadline: float, out: list, chats: bool = True,
+                think: float = 0.0) -> None:
+    """One client: its own connection, questions in turn from its own offset, until the deadline.
+    `think`: the mean of an exponential pause (seconds, seeded per client) after each answer, as
+    a user reading it; 0: the next request at once (closed loop)."""
     questions = itertools.cycle(QUESTIONS[client_no % len(QUESTIONS):] + QUESTIONS[:client_no % len(QUESTIONS)])
+    rng = random.Random(client_no)
     with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as c:
         for i in range(client_no, client_no + MAX_REQUESTS):
+            if think > 0:
+                time.sleep(max(0.0, min(rng.expovariate(1 / think), deadline - time.monotonic())))
             if time.monotonic() >= deadline:
                 return
             q = next(questions)
@@ -262,18 +274,71 @@ def run_load(url: str, clients: int, seconds: float, folder: Path) -> tuple[list
     return records, job, time.monotonic() - start
 
 
-def search_only(url: str, clients: int, seconds: float) -> dict:
-    """The same clients sending searches only, for `seconds`: search latency without chats."""
+def run_clients(url: str, clients: int, seconds: float, chats: bool, think: float = 0.0) -> dict:
+    """`clients` clients (client_loop) for `seconds`, no upload: the summary per endpoint."""
     records: list = []
     deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records, False), daemon=True)
+    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records, chats, think), daemon=True)
                for n in range(clients)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(seconds + REQUEST_TIMEOUT + 5)
-    return summarise(records, time.monotonic() - t0)["/v1/search"]
+    return summarise(records, time.monotonic() - t0)
+
+
+def search_only(url: str, clients: int, seconds: float) -> dict:
+    """The same clients sending searches only, for `seconds`: search latency without chats."""
+    return run_clients(url, clients, seconds, chats=False)["/v1/search"]
+
+
+def paced(url: str, clients: int, seconds: float, think: float) -> dict:
+    """The mixed load (3 searches, 1 chat in 4) of `clients` clients that each pause `think`
+    seconds on average after every answer: latency at an offered load below saturation."""
+    return {"think_ms": think * 1000, **run_clients(url, clients, seconds, chats=True, think=think)}
+
+
+def encoder_floor(clients: int, seconds: float) -> dict:
+    """The server's encoder and its gate in this process, no HTTP and no store: `clients` threads
+    each embedding one question after another (closed loop). What a search's query encoding
+    alone costs at this concurrency on this machine, the floor under /v1/search."""
+    from pipelines.server.encoding import EncoderGate
+    from rag.embed.encoder import SentenceEncoder
+
+    encoder = SentenceEncoder()
+    encoder.warm_up()
+    gate = EncoderGate(encoder)
+    for q in QUESTIONS:
+        gate.encode([q])
+    single = []
+    for q in QUESTIONS:
+        t0 = time.perf_counter()
+        gate.encode([q])
+        single.append(time.perf_counter() - t0)
+    times: list[float] = []
+    deadline = time.monotonic() + seconds
+
+    def loop(n: int) -> None:
+        i = n
+        while time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            gate.encode([QUESTIONS[i % len(QUESTIONS)]])
+            times.append(time.perf_counter() - t0)
+            i += 1
+
+    gate.stats.update(urgent_calls=0, urgent_passes=0, bulk_slices=0)
+    threads = [threading.Thread(target=loop, args=(n,)) for n in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    wall = time.monotonic() - t0
+    ms = np.asarray(times) * 1000
+    return {"single_p50_ms": float(np.percentile(np.asarray(single) * 1000, 50)), "clients": clients,
+            "per_s": len(times) / wall, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
+            "mean_batch": gate.stats["urgent_calls"] / max(1, gate.stats["urgent_passes"])}
 
 
 def idle_search_p50(url: str, n: int = 20) -> float:
@@ -353,6 +418,24 @@ def print_report(fig: dict) -> None:
         console.print(f"searches only, {fig['clients']} clients, {s['requests']} requests ({s['req_per_s']:.1f}/s): "
                       f"p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, max {s['max_ms']:.1f} ms, "
                       f"errors {s['errors']}")
+    if fig["paced"]:
+        t = Table(title=f"latency against offered load: {fig['clients']} clients, mixed (3 searches, 1 chat in 4), "
+                        f"{fig['paced_seconds']:g} s each")
+        for col in ("think time", "req/s", "search p50", "search p99", "chat p50", "chat p99", "errors", "target"):
+            t.add_column(col, justify="right")
+        rows = [{"think_ms": 0.0, **fig["endpoints"]}] + fig["paced"]
+        for row in rows:
+            se, ch = row["/v1/search"], row["/v1/chat/completions"]
+            t.add_row("none (closed loop)" if row["think_ms"] == 0 else f"{row['think_ms']:.0f} ms",
+                      f"{se['req_per_s'] + ch['req_per_s']:.1f}", f"{se['p50_ms']:.1f}", f"{se['p99_ms']:.1f}",
+                      f"{ch['p50_ms']:.1f}", f"{ch['p99_ms']:.1f}", str(se["errors"] + ch["errors"]),
+                      "PASS" if se["p50_ms"] <= TARGET_P50_MS else "FAIL")
+        console.print(t)
+    if fig["encoder_floor"]:
+        f = fig["encoder_floor"]
+        console.print(f"encoder floor (the gate in-process, no HTTP, no store): one question alone p50 "
+                      f"{f['single_p50_ms']:.1f} ms; {f['clients']} threads closed loop: {f['per_s']:.0f}/s, "
+                      f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms, {f['mean_batch']:.1f} questions a pass")
     console.print(f"reference: `rag search --json` process, end to end: {ref['seconds'] * 1000:.0f} ms = "
                   f"{fig['ratio_reference_to_p50']:.0f}x the server's p50 under load "
                   f"(same top 10 as /v1/search: {fig['reference_matches_server']})")
@@ -372,8 +455,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--search-only-seconds", type=float, default=10.0,
                     help="a searches-only phase of the same clients before the mixed load (0: none)")
+    ap.add_argument("--think-ms", default="1000,500,250",
+                    help="after the closed-loop load, one mixed phase per mean think time (comma-separated; "
+                         "empty: none)")
+    ap.add_argument("--paced-seconds", type=float, default=30.0, help="length of each think-time phase")
+    ap.add_argument("--floor-seconds", type=float, default=8.0,
+                    help="the encoder-alone closed loop in this process before the server starts (0: none)")
     ap.add_argument("--out", help="write all figures as JSON here")
     args = ap.parse_args(argv)
+    thinks = [float(x) / 1000 for x in args.think_ms.split(",") if x.strip()]
 
     with tempfile.TemporaryDirectory(prefix="bench_server_") as tmp:
         work = Path(tmp)
@@ -386,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; "
                       f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
         ref = reference_search(store, args.collection)
+        floor = encoder_floor(args.clients, args.floor_seconds) if args.floor_seconds > 0 else None
         proc, url = start_server(store, args.collection, work / "server.log")
         try:
             with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as c:
@@ -393,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             idle_p50 = idle_search_p50(url)
             only = search_only(url, args.clients, args.search_only_seconds) if args.search_only_seconds > 0 else None
             records, job, wall = run_load(url, args.clients, args.seconds, uploads)
+            paced_runs = [paced(url, args.clients, args.paced_seconds, think) for think in thinks]
             idle_after = idle_search_p50(url)
         finally:
             stop_server(proc)
@@ -407,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                "reference": {"query": REFERENCE_QUERY, "seconds": ref["seconds"]},
                "ratio_reference_to_p50": ref["seconds"] * 1000 / p50,
                "reference_matches_server": ref["ids"] == [r["id"] for r in served.get("results", [])],
+               "paced": paced_runs, "paced_seconds": args.paced_seconds, "encoder_floor": floor,
                "integrity": integrity(before, after, uploaded), "load_average_end": os.getloadavg()[0]}
         if proc.returncode not in (0, -signal.SIGINT):
             fig["server_log_tail"] = (work / "server.log").read_text()[-2000:]
@@ -415,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(fig, indent=2))
         console.print(f"figures: {args.out}")
     errors = sum(s["errors"] for s in fig["endpoints"].values()) + (fig["search_only"] or {}).get("errors", 0)
+    errors += sum(run[e]["errors"] for run in fig["paced"] for e in ("/v1/search", "/v1/chat/completions"))
     return 0 if errors == 0 and fig["integrity"]["equal"] and job["status"] == "done" else 1
 
 
