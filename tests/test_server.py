@@ -515,6 +515,25 @@ def test_generation_slots_one_for_an_in_process_model_else_the_option(stores):
     assert state._slot_count(OpenAICompatibleBackend("m", "http://127.0.0.1:9/v1")) == 2
 
 
+def test_the_default_collection_is_warm_before_the_first_request(stores, encoder, tmp_path):
+    """Opening the server runs a search's first steps (the router's index, encoder passes on the
+    gate's thread); the first request then finds them done. Collections opened later are not."""
+    from pipelines.server.state import ServerState
+
+    store = tmp_path / "store"
+    shutil.copytree(stores["a"], store, ignore=shutil.ignore_patterns(".rag.lock"))
+    state = ServerState(RagConfig(store={"dir": str(store), "collection": "docs"}, llm={"backend": "none"}),
+                        encoder=encoder).open()
+    try:
+        served = state.collection(None)
+        assert served.retriever._router is not None and served.retriever._router._index is not None
+        assert served.encoder.stats["urgent_passes"] >= 2
+        other = state.collection("notes")
+        assert other.retriever._router is None
+    finally:
+        state.close()
+
+
 # ---------------------------------------------------------------------------- the command
 
 

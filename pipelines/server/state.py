@@ -186,6 +186,20 @@ class Served:
         return self.retriever.search(query, top_k=top_k or self.search_top_k, filters=filters, mode=mode,
                                      explain=explain)
 
+    def warm_up(self) -> None:
+        """Run what a first search runs before any request does: the document router's index
+        (read from every payload), the encoder's first passes on its thread, the store's first
+        queries. Measured on a 1960-chunk collection: the first search took 547 ms, the next
+        twenty 16-48 ms, against 17 ms once warm."""
+        for query in WARM_UP_QUERIES:
+            self.retriever.search_batch([query], top_k=1)
+
+
+# Queries of a short and a long question's length (the encoder's first passes at each size).
+WARM_UP_QUERIES = ("warm up",
+                   "How did the total revenue of the largest segment change between the two most recent "
+                   "quarters, and which reasons does the report give for the change?")
+
 
 class RequestPipeline(RagPipeline):
     """One request's RagPipeline: the server's prompt assembler, backend and generation
@@ -240,10 +254,14 @@ class ServerState:
             self.generation_slots = self._slot_count(self.base.llm)
             self.slots = asyncio.Semaphore(self.generation_slots) if self.base.llm is not None else None
         try:
-            self.collection(None)
+            default = self.collection(None)
         except BaseException:
             self.close()
             raise
+        try:
+            default.warm_up()
+        except RagError as e:  # a real request reports it; the server still starts
+            logger.warning("warm-up search of collection '%s' failed: %s", default.name, e)
         self.writer.start()
         return self
 
