@@ -218,6 +218,53 @@ def test_the_descriptors_are_rebuilt_when_a_document_is_added(tmp_path, encoder)
         vs.close()
 
 
+class CountingStore:
+    """A store handle that counts its count() calls; `sole_writer` as given."""
+
+    def __init__(self, store, sole_writer: bool):
+        self._store, self.sole_writer, self.counts = store, sole_writer, 0
+
+    def count(self) -> int:
+        self.counts += 1
+        return self._store.count()
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_a_store_only_this_handle_writes_is_never_counted_per_query(tmp_path, encoder):
+    """Routing's cache is keyed on the store's write counter alone where the handle is the only
+    writer (the embedded store), so a query costs no exact count; a store others may write (a
+    Qdrant server) is counted, at most once a second or after a write through the handle."""
+    write_filings(tmp_path / "filings", kelp=False)
+    settings = edge_settings(tmp_path / "store")
+    ingest([tmp_path / "filings"], encoder=encoder, store=settings, chunker=CHUNKER, progress=False)
+    vs = open_store(settings)
+    try:
+        assert vs.sole_writer
+        sole = CountingStore(vs, sole_writer=True)
+        router = DocumentRouter(sole)
+        built = router.index()
+        for _ in range(20):
+            assert names(router.route("ZPHR Q2").documents) == {"2023 Q2 ZPHR.md"}
+        assert sole.counts == 0 and router.index() is built
+        write(tmp_path / "new", {"2023 Q1 XYLO.md": filing("Xylotech", "2023 Q1", 9)})
+        ingest([tmp_path / "new"], encoder=encoder, chunker=CHUNKER, progress=False, vector_store=vs)
+        assert router.index() is not built and len(router.index().documents) == 5
+        assert names(router.route("Xylotech Q1").documents) == {"2023 Q1 XYLO.md"}
+
+        shared = CountingStore(vs, sole_writer=False)
+        router = DocumentRouter(shared)
+        built = router.index()
+        for _ in range(20):
+            router.route("ZPHR Q2")
+        assert shared.counts == 1 and router.index() is built  # within the second: counted once
+        vs.delete_source(next(s for s in vs.sources() if s.endswith("XYLO.md")))
+        assert len(router.index().documents) == 4 and shared.counts == 2  # a write: counted again
+    finally:
+        vs.close()
+
+
 def test_router_alone_reports_why(filings):
     router = DocumentRouter(filings)
     assert not router.route("net sales").routed

@@ -266,3 +266,22 @@ def test_local_mode_store_is_locked_by_another_process(tmp_path):
         holder.wait(timeout=30)
     with open_store(settings, info=INFO) as store:
         assert store.info == INFO
+
+
+def test_every_write_moves_the_revision_of_a_store_this_process_alone_writes(settings):
+    """Both engines here are one process's (their folder is locked), so caches of the contents
+    (routing's descriptors) may trust `revision` alone: each write and delete must move it."""
+    with create(settings) as store:
+        assert store.sole_writer
+        seen = [store.revision]
+        store.upsert(chunks("a.txt", "h1", 3), vectors(3), {"a.txt": 3})
+        store.upsert(chunks("a.txt", "h2", 2), vectors(2, 1), {"a.txt": 2})
+        seen.append(store.revision)
+        store.delete_version("a.txt", "h1")
+        seen.append(store.revision)
+        store.delete_other_versions("a.txt", "h9")
+        seen.append(store.revision)
+        store.upsert(chunks("b.txt", "h1", 1), vectors(1), {"b.txt": 1})
+        store.delete_source("b.txt")
+        seen.append(store.revision)
+        assert seen == sorted(set(seen)) and store.count() == 0

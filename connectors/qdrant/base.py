@@ -30,9 +30,13 @@ class QdrantStoreBase(ABC):
 
     name: str
     info: CollectionInfo
-    #: Writes and deletes made through this handle: with the point count, what tells a cache of
-    #: the collection's contents (document routing's descriptors) that it changed.
+    #: Writes and deletes made through this handle: what tells a cache of the collection's
+    #: contents (document routing's descriptors) that it changed; with the point count too,
+    #: unless this handle is the collection's only writer.
     revision: int = 0
+    #: Every write goes through this handle: the engine is this process's alone (the embedded
+    #: store and local mode lock their folder). A Qdrant server may have other writers.
+    sole_writer: bool = False
 
     def _adopt(self, recorded: CollectionInfo, wanted: CollectionInfo | None) -> None:
         """Take the collection's recorded info, refusing a `wanted` one it does not match."""
@@ -137,6 +141,7 @@ class QdrantStoreBase(ABC):
 
     def delete_version(self, source: str, file_hash: str) -> None:
         self._delete(self._filter(must=[self._match("source", source), self._match("file_hash", file_hash)]))
+        self.revision += 1
 
     def delete_source(self, source: str) -> None:
         self._delete(self._filter(must=[self._match("source", source)]))

@@ -68,6 +68,7 @@ class ClientStore(QdrantStoreBase):
         self._m = models
         self.name = name
         self.local = path is not None
+        self.sole_writer = self.local  # local mode locks its folder; a server may have other writers
         self.cluster = cluster or {}
         try:
             self._client = (QdrantClient(path=path) if self.local else

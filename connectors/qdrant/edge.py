@@ -41,6 +41,8 @@ def text_index_params(settings: TextIndexSettings):
 class EdgeStore(QdrantStoreBase):
     """A collection in a local folder, opened by one process at a time."""
 
+    sole_writer = True  # the folder's lock: no other process writes while it is open
+
     def __init__(self, store_dir: str | Path, name: str, info: CollectionInfo | None = None,
                  create: bool = True):
         """Open (or, when `create` and `info` are given, create) collection `name`.

@@ -37,7 +37,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from pipelines.answer import ChatSession
@@ -383,13 +383,15 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         return S.ModelList(data=[S.ModelCard(id=n) for n in names])
 
     @app.post("/v1/search")
-    async def search(body: S.SearchRequest) -> JSONResponse:
-        def run() -> dict:  # one worker-thread hop: the collection (open already, but it may not be), then the search
+    async def search(body: S.SearchRequest) -> Response:
+        def run() -> str:
+            # One worker-thread hop: the collection (open already, but it may not be), the
+            # search, and its JSON (pydantic's serialiser, not the event loop's json.dumps).
             served = state.collection(body.collection)
             return served.search(body.query, top_k=body.top_k, filters=body.filters, mode=body.mode,
-                                 explain=body.explain).model_dump(mode="json")
+                                 explain=body.explain).model_dump_json()
 
-        return JSONResponse(await asyncio.to_thread(run))
+        return Response(await asyncio.to_thread(run), media_type="application/json")
 
     @app.post("/v1/chat/completions", response_model=S.ChatCompletion)
     async def chat(body: S.ChatRequest, request: Request) -> Response:
@@ -412,7 +414,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 return Response(status_code=499)
             if event[0] == "error":
                 return exception_response(event[1])
-            return JSONResponse(_completion(run, event[1]).model_dump(mode="json"))
+            return Response(_completion(run, event[1]).model_dump_json(), media_type="application/json")
         finally:
             if run is not None:
                 run.cancel()

@@ -94,7 +94,9 @@ class VectorStore(Protocol):
     name: str
     info: CollectionInfo
     # Optional: `revision`, a number that changes with every write or delete made through this
-    # handle (document routing rebuilds its descriptors when it or count() moves).
+    # handle, and `sole_writer`, True when every write to the collection goes through this
+    # handle (a store one process holds). Document routing rebuilds its descriptors when the
+    # revision moves, or, when other processes may write, when count() does.
 
     def file_versions(self, source: str) -> list[FileVersion]: ...
 
