@@ -18,17 +18,18 @@
    /v1/chat/completions (not streamed). Every request has a 30 s timeout. At t = seconds/2, one
    POST /v1/documents of two small text files, its job polled until done (bounded). Before it,
    idle search latency (one client) and a short searches-only phase of the same clients. After
-   it, the same mixed load once per `--think-ms`: each client pauses a seeded exponential think
-   time of that mean after every answer, as users reading them do: latency at offered loads
-   below saturation, beside the closed loop's.
+   it, the same mixed load once per `--think-ms`, each with its own upload of two new files at
+   half time: each client pauses a seeded exponential think time of that mean after every
+   answer, as users reading them do: latency at offered loads below saturation, beside the
+   closed loop's.
 5. Report: per endpoint requests, req/s, p50, p99, max, errors (must be 0); the target
    `/v1/search p50 <= 30 ms` (closed loop and each think time) beside the `rag search` process
    time and their ratio. A closed loop of N clients gives p50 ~ N / throughput, and the
    throughput is bound by the encoder (the floor line says by how much).
 6. Integrity: the server stopped, its collection's point ids must equal the ids recorded in 1
-   plus those of a clean ingest of the two uploaded files (same labels) into a fresh store.
+   plus those of a clean ingest of every phase's uploaded files (same labels) into a fresh store.
 
-Exit status 0 when there were no errors, the upload job is done and the ids are equal; 1 otherwise.
+Exit status 0 when there were no errors, every upload job is done and the ids are equal; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -233,10 +234,20 @@ def client_loop(url: str, client_no: int, deadline: float, out: list, chats: boo
             out.append((endpoint, time.perf_counter() - t0, status))
 
 
-def upload(url: str, folder: Path) -> dict:
-    """POST the two text files, then poll their job until it ends (bounded)."""
+def upload_files(phase: int) -> dict[str, str]:
+    """The two text files one load phase uploads: phase 0's as UPLOADS gives them, later phases'
+    under their own names and with a line of their own, so that each phase's upload is new
+    content to ingest (not "unchanged")."""
+    if phase == 0:
+        return dict(UPLOADS)
+    return {f"{Path(name).stem}_{phase}.txt": f"{text}\n\nCopy {phase} of these notes, uploaded during load phase {phase}."
+            for name, text in UPLOADS.items()}
+
+
+def upload(url: str, folder: Path, phase: int = 0) -> dict:
+    """POST the phase's two text files, then poll their job until it ends (bounded)."""
     files = []
-    for name, text in UPLOADS.items():
+    for name, text in upload_files(phase).items():
         (folder / name).write_text(text)
         files.append(("file", (name, text.encode(), "text/plain")))
     with httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT) as c:
@@ -259,16 +270,19 @@ def upload(url: str, folder: Path) -> dict:
             "outcomes": [{k: o[k] for k in ("source", "status", "chunks", "reason")} for o in job.get("outcomes", [])]}
 
 
-def run_load(url: str, clients: int, seconds: float, folder: Path) -> tuple[list, dict, float]:
+def run_load(url: str, clients: int, seconds: float, folder: Path, think: float = 0.0,
+             phase: int = 0) -> tuple[list, dict, float]:
+    """The mixed load of `clients` clients (client_loop, pausing `think` on average) for
+    `seconds`, with the phase's upload at half time: the records, the upload's job, the wall time."""
     records: list = []  # (endpoint, seconds, status); list.append is atomic
     start = time.monotonic()
     deadline = start + seconds
-    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records), daemon=True)
+    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records, True, think), daemon=True)
                for n in range(clients)]
     for t in threads:
         t.start()
     time.sleep(max(0.0, start + seconds / 2 - time.monotonic()))
-    job = upload(url, folder)
+    job = upload(url, folder, phase)
     for t in threads:
         t.join(deadline - time.monotonic() + REQUEST_TIMEOUT + 5)
     return records, job, time.monotonic() - start
@@ -293,10 +307,12 @@ def search_only(url: str, clients: int, seconds: float) -> dict:
     return run_clients(url, clients, seconds, chats=False)["/v1/search"]
 
 
-def paced(url: str, clients: int, seconds: float, think: float) -> dict:
+def paced(url: str, clients: int, seconds: float, think: float, folder: Path, phase: int) -> dict:
     """The mixed load (3 searches, 1 chat in 4) of `clients` clients that each pause `think`
-    seconds on average after every answer: latency at an offered load below saturation."""
-    return {"think_ms": think * 1000, **run_clients(url, clients, seconds, chats=True, think=think)}
+    seconds on average after every answer, with an upload of new files at half time: the closed
+    loop's test at an offered load below saturation."""
+    records, job, wall = run_load(url, clients, seconds, folder, think=think, phase=phase)
+    return {"think_ms": think * 1000, "upload": job, **summarise(records, wall)}
 
 
 def encoder_floor(clients: int, seconds: float) -> dict:
@@ -374,7 +390,7 @@ def clean_upload_ids(folder: Path, record: dict, collection: str, work: Path) ->
     from rag.embed.encoder import SentenceEncoder
     from rag.ingest.chunking import Chunker
 
-    paths = [folder / name for name in UPLOADS]
+    paths = sorted(folder.iterdir())  # every phase's uploads
     fresh = work / "fresh"
     ingest([str(p) for p in paths], encoder=SentenceEncoder(record["model"]),
            store=StoreSettings(store_dir=str(fresh), collection=collection),
@@ -421,14 +437,16 @@ def print_report(fig: dict) -> None:
     if fig["paced"]:
         t = Table(title=f"latency against offered load: {fig['clients']} clients, mixed (3 searches, 1 chat in 4), "
                         f"{fig['paced_seconds']:g} s each")
-        for col in ("think time", "req/s", "search p50", "search p99", "chat p50", "chat p99", "errors", "target"):
+        for col in ("think time", "req/s", "search p50", "search p99", "chat p50", "chat p99", "errors",
+                    "upload at half time", "target"):
             t.add_column(col, justify="right")
-        rows = [{"think_ms": 0.0, **fig["endpoints"]}] + fig["paced"]
+        rows = [{"think_ms": 0.0, "upload": fig["upload"], **fig["endpoints"]}] + fig["paced"]
         for row in rows:
-            se, ch = row["/v1/search"], row["/v1/chat/completions"]
+            se, ch, job = row["/v1/search"], row["/v1/chat/completions"], row["upload"]
             t.add_row("none (closed loop)" if row["think_ms"] == 0 else f"{row['think_ms']:.0f} ms",
                       f"{se['req_per_s'] + ch['req_per_s']:.1f}", f"{se['p50_ms']:.1f}", f"{se['p99_ms']:.1f}",
                       f"{ch['p50_ms']:.1f}", f"{ch['p99_ms']:.1f}", str(se["errors"] + ch["errors"]),
+                      f"{job['status']} in {job.get('until_done_s') or 0:.1f} s",
                       "PASS" if se["p50_ms"] <= TARGET_P50_MS else "FAIL")
         console.print(t)
     if fig["encoder_floor"]:
@@ -442,7 +460,7 @@ def print_report(fig: dict) -> None:
     i = fig["integrity"]
     console.print(f"integrity: server points {'EQUAL' if i['equal'] else 'NOT EQUAL'} to the clean ingest: "
                   f"{i['server_points']} points ({i['server_unique']} unique) vs {i['expected_points']} expected "
-                  f"({i['before_upload']} before the upload + {i['clean_upload_points']} from a clean ingest of "
+                  f"({i['before_upload']} before the uploads + {i['clean_upload_points']} from a clean ingest of "
                   f"the uploads); missing {i['missing']}, unexpected {i['unexpected']}")
 
 
@@ -484,7 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             idle_p50 = idle_search_p50(url)
             only = search_only(url, args.clients, args.search_only_seconds) if args.search_only_seconds > 0 else None
             records, job, wall = run_load(url, args.clients, args.seconds, uploads)
-            paced_runs = [paced(url, args.clients, args.paced_seconds, think) for think in thinks]
+            paced_runs = [paced(url, args.clients, args.paced_seconds, think, uploads, phase)
+                          for phase, think in enumerate(thinks, start=1)]
             idle_after = idle_search_p50(url)
         finally:
             stop_server(proc)
@@ -509,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"figures: {args.out}")
     errors = sum(s["errors"] for s in fig["endpoints"].values()) + (fig["search_only"] or {}).get("errors", 0)
     errors += sum(run[e]["errors"] for run in fig["paced"] for e in ("/v1/search", "/v1/chat/completions"))
-    return 0 if errors == 0 and fig["integrity"]["equal"] and job["status"] == "done" else 1
+    jobs_done = all(j["status"] == "done" for j in [job] + [run["upload"] for run in fig["paced"]])
+    return 0 if errors == 0 and fig["integrity"]["equal"] and jobs_done else 1
 
 
 if __name__ == "__main__":
