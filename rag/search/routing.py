@@ -171,7 +171,7 @@ class DocumentRouter:
         through this handle), since counting on every query costs a store call each (an exact
         count: 0.2 ms at 1.7k points, holding the GIL in the embedded engine, more on a server)."""
         revision = getattr(self.store, "revision", None)
-        if getattr(self.store, "sole_writer", False):
+        if revision is not None and getattr(self.store, "sole_writer", False):
             return (revision,)
         now = time.monotonic()
         counted = self._counted
