@@ -270,41 +270,31 @@ def upload(url: str, folder: Path, phase: int = 0) -> dict:
             "outcomes": [{k: o[k] for k in ("source", "status", "chunks", "reason")} for o in job.get("outcomes", [])]}
 
 
-def run_load(url: str, clients: int, seconds: float, folder: Path, think: float = 0.0,
-             phase: int = 0) -> tuple[list, dict, float]:
-    """The mixed load of `clients` clients (client_loop, pausing `think` on average) for
-    `seconds`, with the phase's upload at half time: the records, the upload's job, the wall time."""
+def run_load(url: str, clients: int, seconds: float, folder: Path | None, think: float = 0.0,
+             phase: int = 0, chats: bool = True) -> tuple[list, dict | None, float]:
+    """`clients` clients (client_loop: mixed, or searches only without `chats`; pausing `think`
+    on average) for `seconds`, with the phase's upload into `folder` at half time (none without
+    a folder): the records, the upload's job, the wall time."""
     records: list = []  # (endpoint, seconds, status); list.append is atomic
     start = time.monotonic()
     deadline = start + seconds
-    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records, True, think), daemon=True)
+    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records, chats, think), daemon=True)
                for n in range(clients)]
     for t in threads:
         t.start()
-    time.sleep(max(0.0, start + seconds / 2 - time.monotonic()))
-    job = upload(url, folder, phase)
+    job = None
+    if folder is not None:
+        time.sleep(max(0.0, start + seconds / 2 - time.monotonic()))
+        job = upload(url, folder, phase)
     for t in threads:
         t.join(deadline - time.monotonic() + REQUEST_TIMEOUT + 5)
     return records, job, time.monotonic() - start
 
 
-def run_clients(url: str, clients: int, seconds: float, chats: bool, think: float = 0.0) -> dict:
-    """`clients` clients (client_loop) for `seconds`, no upload: the summary per endpoint."""
-    records: list = []
-    deadline = time.monotonic() + seconds
-    threads = [threading.Thread(target=client_loop, args=(url, n, deadline, records, chats, think), daemon=True)
-               for n in range(clients)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + REQUEST_TIMEOUT + 5)
-    return summarise(records, time.monotonic() - t0)
-
-
 def search_only(url: str, clients: int, seconds: float) -> dict:
     """The same clients sending searches only, for `seconds`: search latency without chats."""
-    return run_clients(url, clients, seconds, chats=False)["/v1/search"]
+    records, _, wall = run_load(url, clients, seconds, None, chats=False)
+    return summarise(records, wall)["/v1/search"]
 
 
 def paced(url: str, clients: int, seconds: float, think: float, folder: Path, phase: int) -> dict:

@@ -35,8 +35,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bench_sec10q import context_numbers, figures, load_questions  # noqa: E402
-from tune_fusion import fused_run, leg_runs  # noqa: E402
-from pipelines.evaluate import collapse  # noqa: E402
+from tune_fusion import fused_run, leg_runs, single_leg  # noqa: E402
 from pipelines.stores import StoreSettings, open_store  # noqa: E402
 from rag.embed.encoder import SentenceEncoder  # noqa: E402
 from rag.evaluation.beir import load_beir  # noqa: E402
@@ -116,11 +115,6 @@ def main() -> int:
     console.print(f"legs: {len(sec)} sec10q questions, {len(train.queries)} + {len(test.queries)} SciFact "
                   f"queries in {time.perf_counter() - t0:.0f}s")
 
-    def leg_only(legs, which, qrels):
-        d, b, doc_of = legs
-        lists = d if which == "dense" else b
-        return evaluate({q: collapse([doc_of[c] for c, _ in lists[q]]) for q in lists}, qrels)["ndcg@10"]
-
     rows = []
     for method, k, w, c in SETTINGS:
         def rank(r, method=method, k=k, w=w, c=c):
@@ -141,10 +135,10 @@ def main() -> int:
     table = Table(title="sec10q figure recall (top 10, route auto) and SciFact nDCG@10, same run")
     for col in ("retrieval", "sec10q all", "odd half", "even half", "SciFact train", "SciFact test"):
         table.add_column(col, justify="left" if col == "retrieval" else "right")
-    table.add_row("dense", *(f"{x:.3f}" for x in dense), f"{leg_only(sf_train, 'dense', train.qrels):.4f}",
-                  f"{leg_only(sf_test, 'dense', test.qrels):.4f}")
-    table.add_row("bm25", *(f"{x:.3f}" for x in bm25), f"{leg_only(sf_train, 'bm25', train.qrels):.4f}",
-                  f"{leg_only(sf_test, 'bm25', test.qrels):.4f}")
+    table.add_row("dense", *(f"{x:.3f}" for x in dense), f"{single_leg(sf_train, 'dense', train.qrels)['ndcg@10']:.4f}",
+                  f"{single_leg(sf_test, 'dense', test.qrels)['ndcg@10']:.4f}")
+    table.add_row("bm25", *(f"{x:.3f}" for x in bm25), f"{single_leg(sf_train, 'bm25', train.qrels)['ndcg@10']:.4f}",
+                  f"{single_leg(sf_test, 'bm25', test.qrels)['ndcg@10']:.4f}")
     floor = default["scifact_test"] - TOLERANCE
     keeps = [r for r in rows if r["scifact_test"] >= floor]
     best = sorted(rows, key=lambda r: -r["sec"][0])[:5]

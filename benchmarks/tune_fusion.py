@@ -62,6 +62,13 @@ def fused_run(dense, bm25, doc_of, method, k, weights, depth):
     return run
 
 
+def single_leg(legs, which: str, qrels) -> dict:
+    """The metrics of one leg alone ("dense" or "bm25") of leg_runs' output."""
+    d, b, doc_of = legs
+    lists = d if which == "dense" else b
+    return evaluate({q: collapse([doc_of[c] for c, _ in lists[q]]) for q in lists}, qrels)
+
+
 def grid():
     for depth in DEPTHS:
         for w in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
@@ -97,11 +104,6 @@ def main() -> int:
     finally:
         vs.close()
 
-    def single(legs, which, qrels):
-        d, b, doc_of = legs
-        lists = d if which == "dense" else b
-        return evaluate({q: collapse([doc_of[c] for c, _ in lists[q]]) for q in lists}, qrels)
-
     scored = []
     for method, k, weights, depth in grid():
         m = evaluate(fused_run(*tr, method, k, weights, depth), train.qrels)
@@ -127,8 +129,8 @@ def main() -> int:
     _, method, k, weights, depth = scored[0]
     _, f_method, f_k, f_weights, f_depth = fast[0]
     rows = {
-        "dense": (single(tr, "dense", train.qrels), single(te, "dense", test.qrels)),
-        "bm25": (single(tr, "bm25", train.qrels), single(te, "bm25", test.qrels)),
+        "dense": (single_leg(tr, "dense", train.qrels), single_leg(te, "dense", test.qrels)),
+        "bm25": (single_leg(tr, "bm25", train.qrels), single_leg(te, "bm25", test.qrels)),
         "hybrid rrf k=60 1:1 (default)": (
             evaluate(fused_run(*tr, "rrf", 60, (1.0, 1.0), 100), train.qrels),
             evaluate(fused_run(*te, "rrf", 60, (1.0, 1.0), 100), test.qrels)),
