@@ -15,8 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from connectors.llm.registry import BACKEND_NAMES, make_backend, resolve_backend
 from pipelines import RagPipeline, StoreSettings
-from pipelines.config import LLMConfig, make_backend, resolve_backend
+from pipelines.config import LLMConfig
 from rag import Answer, RagError
 
 DEMO = {
@@ -33,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", nargs="?", help="documents to chat about (default: two demo notes)")
     ap.add_argument("--store", help="store folder (default: a temporary one)")
-    ap.add_argument("--llm", choices=("auto", "openai", "ollama", "local", "none"), default="auto")
+    ap.add_argument("--llm", choices=BACKEND_NAMES, default="auto")
     ap.add_argument("--model", help="LLM model name on the server (openai, ollama)")
     ap.add_argument("--base-url", help="LLM server URL")
     ap.add_argument("--question", action="append", help="ask this (repeatable); default: read stdin")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from pipelines.stores import StoreSettings, collection_encoder, open_store
@@ -79,7 +79,8 @@ class RagPipeline:
     @classmethod
     def from_config(cls, config) -> RagPipeline:
         """From a RagConfig or the path of a TOML config file."""
-        from pipelines.config import RagConfig, load_config, make_backend, resolve_backend
+        from connectors.llm.registry import make_backend, resolve_backend
+        from pipelines.config import RagConfig, load_config
         from rag.embed.encoder import DEFAULT_MODEL
 
         cfg: RagConfig = config if isinstance(config, RagConfig) else load_config(config)
@@ -109,6 +110,7 @@ class RagPipeline:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RagPipeline:
+        from connectors.llm.registry import backend_from_dict
         from rag.embed.encoder import SentenceEncoder
 
         p = data.get("init_parameters", {})
@@ -411,23 +413,9 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def model_token_counter(llm):
-    """The backend's own token counter when it has one (a local model), else None (tiktoken)."""
-    return getattr(llm, "count_tokens", None)
-
-
-def backend_from_dict(data: dict[str, Any]) -> LLMBackend:
-    """Rebuild a backend from its to_dict()."""
-    kind = data.get("type", "")
-    if kind in ("openai", "OpenAICompatibleBackend"):
-        from connectors.llm.openai import OpenAICompatibleBackend as cls
-    elif kind in ("ollama", "OllamaBackend"):
-        from connectors.llm.ollama import OllamaBackend as cls
-    elif kind in ("local", "LocalTransformersBackend"):
-        from connectors.llm.local import LocalTransformersBackend as cls
-    else:
-        raise ConfigError(f"unknown LLM backend type '{kind}'")
-    return cls.from_dict(data)
+def model_token_counter(llm: LLMBackend | None) -> Callable[[str], int] | None:
+    """The backend's own token counter when it declares one (a local model), else None (tiktoken)."""
+    return llm.token_counter if llm is not None else None
 
 
 def _serialisable(settings: dict[str, Any]) -> dict[str, Any]:

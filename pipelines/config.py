@@ -37,7 +37,7 @@ max_answer_tokens = 512
 template = "my_template.toml"   # keys system and user, with {context} and {question}
 
 [llm]
-backend = "openai"              # local (SmolLM2, offline), openai, ollama or none (extracts)
+backend = "openai"              # auto, openai, ollama, local (SmolLM2, offline) or none (extracts)
 base_url = "http://127.0.0.1:8080/v1"
 model = "smollm2"
 api_key_env = "OPENAI_API_KEY"  # the name of the variable, never the key
@@ -52,6 +52,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from connectors.llm.registry import BACKEND_NAMES
 from connectors.qdrant.retry import (DEFAULT_WRITE_BACKOFF, DEFAULT_WRITE_BACKOFF_MAX, DEFAULT_WRITE_RETRIES,
                                      WriteRetry)
 from pipelines.ingest import DEFAULT_BATCH_SIZE, DEFAULT_DUP_THRESHOLD
@@ -68,9 +69,7 @@ from rag.search.rerank import DEFAULT_RERANK_DEPTH
 from rag.search.retrieval import (DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_ROUTE, DEFAULT_TOP_K,
                                   DEFAULT_WEIGHTS)
 
-Backend = Literal["auto", "local", "openai", "ollama", "none"]
-OPENAI_API_URL = "https://api.openai.com/v1"
-OPENAI_DEFAULT_MODEL = "gpt-4o-mini"  # with OPENAI_API_KEY alone
+Backend = Literal[BACKEND_NAMES]  # the registry's names: a backend added there is accepted here
 _GENERATION = GenerationSettings()  # its field defaults are the answer defaults
 
 
@@ -185,7 +184,7 @@ class PromptConfig(_Section):
 
 class LLMConfig(_Section):
     backend: Backend = Field("auto", description="auto: the LLM configured here or in the environment, "
-                             "else extracts (see resolve_backend)")
+                             "else extracts (see connectors.llm.registry.resolve_backend)")
     model: str | None = Field(None, description="model name on the server, or a local folder / .gguf")
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -253,95 +252,3 @@ def load_config(path: str | Path) -> RagConfig:
         if value and (value.startswith("./") or value.startswith("../")):
             setattr(section, attr, str(base / value))
     return cfg
-
-
-def resolve_backend(cfg: LLMConfig, env: dict[str, str] | None = None) -> tuple[LLMConfig, str]:
-    """Turn `backend = "auto"` into the backend to use, and say why (shown with every answer).
-
-    In order: a base_url given (flag or config) -> that OpenAI-compatible server; $OPENAI_BASE_URL
-    -> that server; the key variable ($OPENAI_API_KEY) alone -> api.openai.com; an Ollama
-    answering at $OLLAMA_HOST or its default address (probed once, half a second) -> its first
-    model; else none: extracts, quoted with citations. The model is --llm-model, else
-    $OPENAI_MODEL, else the first the server lists. The local 135M model is never picked by
-    auto: it is a small offline demo, used only when asked for (--llm local).
-    """
-    import os
-
-    from rag.errors import LLMError
-
-    env = dict(os.environ if env is None else env)
-    if cfg.backend != "auto":
-        return cfg, f"--llm {cfg.backend}" if cfg.backend != "none" else "no LLM (--llm none): extracts"
-    model = cfg.model or env.get("OPENAI_MODEL")
-    base, origin = None, ""
-    if cfg.base_url:
-        base, origin = cfg.base_url, "the configured base URL"
-    elif env.get("OPENAI_BASE_URL"):
-        base, origin = env["OPENAI_BASE_URL"], "$OPENAI_BASE_URL"
-    elif env.get(cfg.api_key_env):
-        base, origin = OPENAI_API_URL, f"${cfg.api_key_env}"
-        model = model or OPENAI_DEFAULT_MODEL
-    if base is not None:
-        if not model:
-            from connectors.llm.openai import list_models
-
-            try:
-                listed = list_models(base, env.get(cfg.api_key_env), timeout=min(cfg.timeout, 5.0))
-            except LLMError as e:
-                return cfg.model_copy(update={"backend": "none"}), (
-                    f"{origin} names {base}, but {e}; no model to ask (give --llm-model): extracts")
-            if not listed:
-                raise ConfigError(f"{origin} names {base}, which lists no model: give --llm-model or $OPENAI_MODEL")
-            model = listed[0]
-        return (cfg.model_copy(update={"backend": "openai", "base_url": base, "model": model}),
-                f"OpenAI-compatible server {base} ({origin}), model {model}")
-    from connectors.llm.ollama import DEFAULT_BASE_URL, list_models as ollama_models
-
-    host = env.get("OLLAMA_HOST") or DEFAULT_BASE_URL
-    host = host if "://" in host else f"http://{host}"
-    try:
-        pulled = ollama_models(host, timeout=0.5)
-    except LLMError:
-        pulled = []
-    if pulled:
-        model = cfg.model if cfg.model in pulled else pulled[0]
-        return (cfg.model_copy(update={"backend": "ollama", "base_url": host, "model": model}),
-                f"Ollama at {host}, model {model}")
-    return cfg.model_copy(update={"backend": "none"}), (
-        "no LLM configured (no --llm/--base-url, $OPENAI_BASE_URL or $OPENAI_API_KEY, and no Ollama at "
-        f"{host}): extracts. For generated answers: --llm openai --base-url URL --llm-model NAME, or "
-        "--llm local for the small offline demo model")
-
-
-def make_backend(cfg: LLMConfig):
-    """The LLM backend a config names, or None for extracts only. `auto` is resolved first (see
-    resolve_backend; that probes the environment's servers once). Otherwise nothing is loaded
-    or contacted here: backends connect or load on first use."""
-    if cfg.backend == "auto":
-        cfg, _ = resolve_backend(cfg)
-    if cfg.backend == "none":
-        return None
-    if cfg.backend == "local":
-        from connectors.llm.local import LocalTransformersBackend
-
-        kwargs: dict[str, Any] = {"device": cfg.device}
-        if cfg.model:
-            kwargs["model"] = cfg.model
-        if cfg.context_window:
-            kwargs["context_window"] = cfg.context_window
-        return LocalTransformersBackend(**kwargs)
-    if not cfg.model:
-        raise ConfigError(f"llm backend '{cfg.backend}' needs a model name (--llm-model or [llm] model)")
-    common: dict[str, Any] = {"model": cfg.model, "timeout": cfg.timeout, "max_retries": cfg.max_retries}
-    if cfg.context_window:
-        common["context_window"] = cfg.context_window
-    if cfg.backend == "openai":
-        from connectors.llm.openai import OpenAICompatibleBackend
-
-        if not cfg.base_url:
-            raise ConfigError("llm backend 'openai' needs base_url (--base-url or [llm] base_url), "
-                              "e.g. http://127.0.0.1:8080/v1")
-        return OpenAICompatibleBackend(base_url=cfg.base_url, api_key_env=cfg.api_key_env, **common)
-    from connectors.llm.ollama import OllamaBackend
-
-    return OllamaBackend(**({"base_url": cfg.base_url} if cfg.base_url else {}), **common)

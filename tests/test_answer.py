@@ -14,7 +14,7 @@ from pipelines.config import RagConfig, load_config
 from pipelines.stores import StoreSettings
 from rag.errors import ConfigError, LLMConnectionError, ModelMismatchError
 from rag.answer.extractive import HEADER
-from rag.answer.llm import ChatMessage, Completion, GenerationSettings, LLMBackend
+from rag.answer.llm import IN_PROCESS, ChatMessage, Completion, GenerationSettings, LLMBackend
 from rag.answer.prompt import PromptAssembler
 
 FILES = {
@@ -34,6 +34,8 @@ class Scripted:
 
     name = "scripted"
     context_window = 2048
+    max_concurrency = IN_PROCESS
+    token_counter = None  # the prompt is budgeted with tiktoken
 
     def __init__(self, replies: Sequence[str], fail: Exception | None = None, fail_after: int | None = None):
         self.replies, self.fail, self.fail_after = list(replies), fail, fail_after
@@ -269,7 +271,7 @@ def test_bad_config_is_a_clear_error(tmp_path, body, message):
 
 
 def test_config_openai_without_base_url_is_a_clear_error():
-    from pipelines.config import make_backend
+    from connectors.llm.registry import make_backend
 
     with pytest.raises(ConfigError, match="base_url"):
         make_backend(RagConfig(llm={"backend": "openai", "model": "m"}).llm)
@@ -419,7 +421,8 @@ def test_auto_uses_the_server_in_openai_base_url_and_its_listed_model(collection
 def test_auto_finds_an_ollama_and_never_picks_the_local_demo_model(monkeypatch, no_llm_env):
     from llm_fake_server import FakeLLMServer
 
-    from pipelines.config import LLMConfig, resolve_backend
+    from connectors.llm.registry import resolve_backend
+    from pipelines.config import LLMConfig
 
     with FakeLLMServer(models=("llama3.2:1b", "qwen2.5")) as server:
         url = server.url

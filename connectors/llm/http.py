@@ -27,7 +27,7 @@ import ssl
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
 
@@ -35,8 +35,11 @@ from connectors.backoff import backoff_delay, parse_retry_after  # noqa: F401 (a
 from rag.errors import (ConfigError, LLMAuthError, LLMConnectionError, LLMContextLengthError,
                         LLMError, LLMNotFoundError, LLMRateLimitError, LLMResponseError,
                         LLMTimeoutError)
-from rag.answer.llm import (DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, ChatMessage, Completion, GenerationSettings,
-                            as_messages)
+from rag.answer.llm import (DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, NETWORK, ChatMessage, Completion,
+                            GenerationSettings, as_messages)
+
+if TYPE_CHECKING:
+    from connectors.llm.registry import BackendSettings
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +225,35 @@ class HttpLLMBackend(ABC):
     @property
     def context_window(self) -> int:
         return self._context_window
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """A server: as many answers at a time as the caller allows."""
+        return NETWORK
+
+    @property
+    def token_counter(self) -> None:
+        """The server's tokenizer is out of reach: the prompt is budgeted with tiktoken."""
+        return None
+
+    @classmethod
+    def from_settings(cls: type[B], settings: BackendSettings) -> B:
+        """The backend an [llm] config section (or the --llm options) describes; nothing is
+        contacted here."""
+        if not settings.model:
+            raise ConfigError(f"llm backend '{settings.backend}' needs a model name (--llm-model or [llm] model)")
+        kwargs: dict[str, Any] = {"model": settings.model, "timeout": settings.timeout,
+                                  "max_retries": settings.max_retries, **cls.settings_arguments(settings)}
+        if settings.context_window:
+            kwargs["context_window"] = settings.context_window
+        if settings.base_url:
+            kwargs["base_url"] = settings.base_url
+        return cls(**kwargs)
+
+    @classmethod
+    def settings_arguments(cls, settings: BackendSettings) -> dict[str, Any]:
+        """What this protocol takes from the settings besides the common ones (checked here)."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         # "type" is the class name, as the encoder and chunker write it.

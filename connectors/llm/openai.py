@@ -8,12 +8,15 @@ loop, retries and error mapping are shared with the Ollama backend in `connector
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connectors.llm.http import (HttpLLMBackend, ProtocolViolation, StreamDecoder, excerpt, probe_json,
                                  mentions_context_length)
-from rag.errors import LLMContextLengthError, LLMResponseError
+from rag.errors import ConfigError, LLMContextLengthError, LLMResponseError
 from rag.answer.llm import ChatMessage, Completion, GenerationSettings
+
+if TYPE_CHECKING:
+    from connectors.llm.registry import BackendSettings
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"  # llama.cpp server's default address
 
@@ -80,6 +83,13 @@ class OpenAICompatibleBackend(HttpLLMBackend):
     backend_name = "openai-compatible"
     default_base_url = DEFAULT_BASE_URL
     default_api_key_env = "OPENAI_API_KEY"
+
+    @classmethod
+    def settings_arguments(cls, settings: BackendSettings) -> dict[str, Any]:
+        if not settings.base_url:
+            raise ConfigError("llm backend 'openai' needs base_url (--base-url or [llm] base_url), "
+                              "e.g. http://127.0.0.1:8080/v1")
+        return {"api_key_env": settings.api_key_env}
 
     @property
     def path(self) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from connectors.llm.registry import BACKEND_NAMES
 from pipelines.config import RagConfig, validate_config
 from rag.ingest.pdf import OCR_MODES
 from rag.errors import ConfigError
@@ -147,7 +148,7 @@ LLM = [
                                  "OpenAI-compatible server (vLLM, llama.cpp, Ollama /v1); ollama: Ollama's "
                                  "native API; local: the small SmolLM2-135M offline demo; none: extracts "
                                  "(default: %(default)s)",
-         choices=("auto", "openai", "ollama", "local", "none")),
+         choices=BACKEND_NAMES),
     _opt("--llm-model", "llm.model", "model name on the server, or a local folder / .gguf file"),
     _opt("--base-url", "llm.base_url", "server URL, e.g. http://127.0.0.1:8080/v1 (openai) or "
                                        "http://127.0.0.1:11434 (ollama)"),

@@ -7,11 +7,15 @@ any of them, and with none (the extractive fallback in `rag.answer.extractive`).
 Each backend offers `generate` and `stream`, sync and async. Network backends implement the
 async methods natively and the sync ones as thin wrappers over a sync client, never by nesting
 event loops. Errors are the `rag.errors.LLMError` family.
+
+A backend also declares what its callers would otherwise guess from its class: how many answers
+it generates well at a time (`max_concurrency`, which sizes the server's generation slots) and
+whether it counts tokens itself (`token_counter`, which the prompt assembler budgets with).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -21,6 +25,11 @@ Role = Literal["system", "user", "assistant"]
 # Network backends: seconds per request, and retries on 429 / 5xx / timeouts.
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
+
+# `max_concurrency` of a backend that runs the model in this process: one answer at a time.
+IN_PROCESS = 1
+# `max_concurrency` of a backend that asks a server: as many at a time as the caller allows.
+NETWORK = None
 
 
 class ChatMessage(BaseModel):
@@ -51,13 +60,27 @@ class Completion(BaseModel):
 @runtime_checkable
 class LLMBackend(Protocol):
     """Generate chat completions. `context_window` is the model's window in tokens (the prompt
-    assembler keeps prompt + max_tokens inside it)."""
+    assembler keeps prompt + max_tokens inside it).
+
+    `max_concurrency`: how many generations at a time the backend serves well. IN_PROCESS (1)
+    for a model in this process (a second answer would only slow the first), NETWORK (None) for
+    a server, which takes as many as its caller allows (`rag serve --max-concurrent-generations`),
+    or a number a server is known to handle.
+
+    `token_counter`: the model's own token count of a text, or None when the backend has none
+    (the prompt assembler then budgets with tiktoken)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def context_window(self) -> int: ...
+
+    @property
+    def max_concurrency(self) -> int | None: ...
+
+    @property
+    def token_counter(self) -> Callable[[str], int] | None: ...
 
     def generate(self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None) -> Completion: ...
 
