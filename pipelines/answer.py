@@ -20,10 +20,12 @@ down, timeout, stream cut), the answer falls back to extracts and its notes say 
 
 from __future__ import annotations
 
+import copy
+import inspect
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.ingest.chunking import Chunker
@@ -31,12 +33,17 @@ from rag.errors import ConfigError, LLMError
 from rag.answer.extractive import extract
 from rag.embed.cache import VectorCache
 from rag.answer.llm import ChatMessage, GenerationSettings, LLMBackend
-from rag.models import Answer
+from rag.models import Answer, Passage
 from rag.answer.cleanup import StreamCleaner, clean_answer
 from rag.answer.grounding import check_answer_grounding
 from rag.answer.prompt import (DEFAULT_CONTEXT_WINDOW, Prompt, PromptAssembler, PromptTemplate, check_citations,
                                strip_citations)
 from rag.search.retrieval import Retriever, SearchResponse
+
+#: What a pipeline searches with: a Retriever, or (query, top_k, filters) -> SearchResponse.
+Searcher: TypeAlias = Retriever | Callable[[str, int | None, Any], SearchResponse]
+#: Constructor arguments kept under another attribute name (every other one under its own).
+ARGUMENT_ATTRIBUTES = {"retriever": "retriever_settings"}
 
 
 class RagPipeline:
@@ -46,13 +53,22 @@ class RagPipeline:
     retriever: Retriever settings (mode, fusion, weights, candidates, top_k, mmr_lambda).
     prompt: a PromptAssembler (default: sized to the backend's context window).
     llm: an LLMBackend, or None for extracts. generation: max_tokens, temperature, ...
+    searcher: what to search with instead of opening `store`: a Retriever, or a callable
+        (query, top_k, filters) -> SearchResponse (a server's open collection). The pipeline
+        closes only a store it opened itself.
+    on_prepared: called with the prompt's passages as soon as they are chosen, before the LLM is
+        asked (a stream's first event can show the sources).
+
+    `derive(**overrides)` is the same pipeline with some arguments changed (one request's
+    backend, settings, searcher): every other argument is shared as it is.
     """
 
     def __init__(self, encoder=None, store: StoreSettings | None = None, chunker: Chunker | None = None,
                  retriever: dict[str, Any] | None = None, prompt: PromptAssembler | None = None,
                  llm: LLMBackend | None = None, generation: GenerationSettings | None = None,
                  fallback_to_extracts: bool = True, llm_origin: str | None = None,
-                 sentence_cache: VectorCache | None = None):
+                 sentence_cache: VectorCache | None = None, searcher: Searcher | None = None,
+                 on_prepared: Callable[[list[Passage]], None] | None = None):
         self.encoder = encoder
         self.store = store or StoreSettings()
         self.chunker = chunker or Chunker()
@@ -72,8 +88,27 @@ class RagPipeline:
         # The vectors of the passages' sentences extracts were picked from: the next question
         # (a follow-up, another user of the server) mostly re-reads the same passages.
         self.sentence_cache = sentence_cache if sentence_cache is not None else VectorCache()
+        self.searcher = searcher
+        self.on_prepared = on_prepared
         self._vs = None
         self._retriever: Retriever | None = None
+
+    def derive(self, **overrides: Any) -> RagPipeline:
+        """This pipeline with the constructor arguments in `overrides` changed, e.g. one request's
+        `llm`, `generation`, `searcher` and `on_prepared`. It is a copy, so every other argument
+        (one added later too) is the very object this pipeline holds; nothing is rebuilt from
+        the overrides (the prompt stays this one's). The copy owns no store: it searches with the
+        `searcher` given, else with this pipeline's searcher or its open retriever, else it opens
+        (and closes) a store of its own."""
+        unknown = set(overrides) - set(inspect.signature(type(self)).parameters)
+        if unknown:
+            raise TypeError(f"derive() got arguments the pipeline does not take: {', '.join(sorted(unknown))}")
+        derived = copy.copy(self)
+        derived.searcher = self.searcher if self.searcher is not None else self._retriever
+        derived._vs, derived._retriever = None, None
+        for name, value in overrides.items():
+            setattr(derived, ARGUMENT_ATTRIBUTES.get(name, name), value)
+        return derived
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -129,7 +164,8 @@ class RagPipeline:
         self.close()
 
     def close(self) -> None:
-        """Release the store (the embedded store is held by one process at a time)."""
+        """Release the store this pipeline opened (the embedded store is held by one process at a
+        time); a searcher given is its owner's to close."""
         if self._vs is not None:
             self._vs.close()
         self._vs, self._retriever = None, None
@@ -158,7 +194,12 @@ class RagPipeline:
         return ingest(list(paths), encoder=self.encoder, store=self.store, chunker=self.chunker, **kwargs)
 
     def search(self, query: str, top_k: int | None = None, filters=None) -> SearchResponse:
-        return self._get_retriever().search(query, top_k=top_k, filters=filters)
+        searcher = self.searcher
+        if searcher is None:
+            searcher = self._get_retriever()
+        if isinstance(searcher, Retriever):
+            return searcher.search(query, top_k=top_k, filters=filters)
+        return searcher(query, top_k, filters)
 
     # ------------------------------------------------------------------ answers
     def prepare(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
@@ -166,6 +207,8 @@ class RagPipeline:
         """Retrieve for `retrieval_query` (default: the question) and assemble the prompt."""
         response = self.search(retrieval_query or question, filters=filters)
         prompt = self.prompt.assemble(question, response.results, history=history)
+        if self.on_prepared is not None:
+            self.on_prepared(prompt.passages)
         return prompt, response
 
     def ask(self, question: str, history: Sequence[ChatMessage] = (), filters=None,

@@ -303,6 +303,53 @@ def test_generation_settings_reach_the_backend(collection, encoder):
     assert seen["settings"].max_tokens == 77 and seen["settings"].temperature == 0.2
 
 
+# ---------------------------------------------------------------- derived pipelines
+
+
+def test_a_derived_pipeline_shares_every_argument_it_does_not_override():
+    """Every constructor argument, one added later included, reaches the derived pipeline as the
+    very object the base holds, unless it is overridden."""
+    import inspect
+
+    from pipelines.answer import ARGUMENT_ATTRIBUTES
+
+    base = RagPipeline()  # opens nothing
+    attributes = {n: ARGUMENT_ATTRIBUTES.get(n, n) for n in inspect.signature(RagPipeline).parameters}
+    for name, attribute in attributes.items():
+        assert hasattr(base, attribute), f"argument {name} is kept as {attribute}? (ARGUMENT_ATTRIBUTES)"
+        setattr(base, attribute, object())  # a value of its own each
+    for name, attribute in attributes.items():
+        assert getattr(base.derive(), attribute) is getattr(base, attribute), name
+        new = object()
+        derived = base.derive(**{name: new})
+        assert getattr(derived, attribute) is new, name
+        assert all(getattr(derived, a) is getattr(base, a) for n, a in attributes.items() if n != name), name
+    with pytest.raises(TypeError, match="no_such_argument"):
+        base.derive(no_such_argument=1)
+
+
+def test_a_derived_pipeline_searches_with_its_searcher_and_leaves_the_store_open(collection, encoder):
+    heard: list = []
+    with RagPipeline(encoder=encoder, store=collection, llm=None) as base:
+        whole = base.search("tomato watering")
+        asked: list = []
+
+        def searcher(query, top_k, filters):
+            asked.append((query, top_k, filters))
+            return base.search(query, top_k=2, filters=filters)
+
+        one = base.derive(searcher=searcher, on_prepared=heard.append, fallback_to_extracts=False)
+        answer = one.ask("How should tomatoes be watered?")
+        assert asked == [("How should tomatoes be watered?", None, None)]
+        assert heard == [answer.passages] and len(answer.passages) <= 2
+        one.close()
+        shared = base.derive()  # no searcher given: the base's open retriever
+        assert shared.search("tomato watering").results == whole.results
+        shared.close()
+        assert base.search("tomato watering").results == whole.results  # still open
+    assert base.on_prepared is None and base.fallback_to_extracts is True
+
+
 # ---------------------------------------------------------------- rag ask / rag chat
 
 
