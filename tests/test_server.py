@@ -5,6 +5,7 @@ real sockets) with one generation slot. Every request loop is bounded in count a
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from helpers_ingest import cli_env, rag_command, write
 from llm_fake_server import FakeLLMServer, Fault, _Handler
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
-from pipelines.server.state import ServeOptions
+from pipelines.server.options import ServeOptions
 from pipelines.stores import StoreSettings
 
 KEY, KEY_ENV = "test-server-key-0123456789", "RAG_TEST_SERVER_KEY"
@@ -503,16 +504,132 @@ def test_a_follow_up_is_rewritten_by_the_llm_under_the_same_slot(server_b, fake_
     assert answer["stream"] is True and [m["role"] for m in answer["messages"]][:3] == ["system", "user", "assistant"]
 
 
-def test_generation_slots_one_for_an_in_process_model_else_the_option(stores):
+class Declared:
+    """A backend of no class the server knows (no subclass of the HTTP base): only what it
+    declares sizes its slots. It is never asked to generate here."""
+
+    name, context_window, token_counter = "declared", 2048, None
+
+    def __init__(self, max_concurrency: int | None):
+        self.max_concurrency = max_concurrency
+
+
+def test_generation_slots_come_from_what_the_backend_declares():
+    from connectors.llm.local import LocalTransformersBackend
     from connectors.llm.openai import OpenAICompatibleBackend
+    from pipelines.server.generation import generation_slots
+    from pipelines.server.security import DEFAULT_NETWORK_GENERATIONS
+
+    network = OpenAICompatibleBackend("m", "http://127.0.0.1:9/v1")
+    assert generation_slots(None, None) == 0
+    assert generation_slots(LocalTransformersBackend(), None) == generation_slots(LocalTransformersBackend(), 8) == 1
+    assert generation_slots(network, None) == DEFAULT_NETWORK_GENERATIONS == 4
+    assert generation_slots(network, 2) == 2
+    assert generation_slots(Declared(None), None) == 4 and generation_slots(Declared(None), 6) == 6
+    assert generation_slots(Declared(1), 6) == 1 and generation_slots(Declared(3), 6) == 3
+
+
+def test_the_server_sizes_its_slots_by_the_declaration_not_the_class(stores, encoder, monkeypatch, tmp_path):
+    """A network backend of a class the server never heard of gets the network's slots; one that
+    says it serves one answer at a time gets one."""
+    import connectors.llm.registry as registry
     from pipelines.server.state import ServerState
 
-    state = ServerState(RagConfig())
-    assert state._slot_count(None) == 0
-    assert state._slot_count(object()) == 1  # the local model, or any in-process backend
-    assert state._slot_count(OpenAICompatibleBackend("m", "http://127.0.0.1:9/v1")) == 4
-    state = ServerState(RagConfig(), ServeOptions(max_concurrent_generations=2))
-    assert state._slot_count(OpenAICompatibleBackend("m", "http://127.0.0.1:9/v1")) == 2
+    store = tmp_path / "store"
+    shutil.copytree(stores["a"], store, ignore=shutil.ignore_patterns(".rag.lock"))
+    llm = {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}  # never contacted
+    for declared, slots in ((None, 3), (1, 1)):
+        monkeypatch.setattr(registry, "make_backend", lambda settings, d=declared: Declared(d))
+        state = ServerState(RagConfig(store={"dir": str(store), "collection": "docs"}, llm=llm),
+                            ServeOptions(max_concurrent_generations=3), encoder=encoder)
+        try:
+            state.open()
+            assert state.generation_slots == slots
+        finally:
+            state.close()
+
+
+def test_every_argument_of_the_servers_pipeline_reaches_each_requests_pipeline(stores, encoder, tmp_path):
+    """A request's pipeline is the server's pipeline derived with the request's searcher, LLM,
+    settings and hook: every other RagPipeline argument (one added later included) is the
+    server's own. Closing it leaves the server's collection open."""
+    import asyncio
+
+    from pipelines.answer import ARGUMENT_ATTRIBUTES, RagPipeline
+    from pipelines.server.state import ServerState
+
+    store = tmp_path / "store"
+    shutil.copytree(stores["a"], store, ignore=shutil.ignore_patterns(".rag.lock"))
+    state = ServerState(RagConfig(store={"dir": str(store), "collection": "docs"}, llm={"backend": "none"}),
+                        encoder=encoder).open()
+    loop = asyncio.new_event_loop()
+    try:
+        served = state.collection(None)
+        per_request = {"encoder": served.encoder, "store": served.settings, "sentence_cache": served.sentence_cache,
+                       "llm": None, "on_prepared": print}
+        server_own = [n for n in inspect.signature(RagPipeline).parameters
+                      if n not in {*per_request, "searcher", "generation"}]
+        for name in server_own:  # a value of its own each, which only the server's pipeline holds
+            setattr(state.base, ARGUMENT_ATTRIBUTES.get(name, name), object())
+        one = state.request_pipeline(served, loop=loop, streaming=True, mode="dense", top_k=2, temperature=0.3,
+                                     max_tokens=5, on_prepared=print)
+        for name in server_own:
+            attribute = ARGUMENT_ATTRIBUTES.get(name, name)
+            assert getattr(one, attribute) is getattr(state.base, attribute), name
+        assert all(getattr(one, n) is v for n, v in per_request.items())
+        assert (one.generation.temperature, one.generation.max_tokens) == (0.3, 5)
+        found = one.search("tomato watering")
+        assert len(found.results) == 2 and found.mode == "dense"
+        one.close()
+        assert served.search("tomato watering", top_k=2, mode="dense").results == found.results
+    finally:
+        loop.close()
+        state.close()
+
+
+def test_the_gate_and_the_serialised_store_name_every_member_they_pass_on():
+    """GatedLLM is an LLMBackend and SerialisedStore a VectorStore by their own methods, not by
+    forwarding whatever is asked (so no call slips past the slot or the lock); every store call
+    holds the lock."""
+    import asyncio
+
+    from pipelines.server.generation import GatedLLM
+    from pipelines.server.serialised import SerialisedStore
+    from rag.answer.llm import LLMBackend
+    from rag.search.store import VectorStore
+
+    assert not hasattr(GatedLLM, "__getattr__") and not hasattr(SerialisedStore, "__getattr__")
+    gated = GatedLLM(Declared(None), asyncio.Semaphore(1), asyncio.new_event_loop(), interrupt_after_text=True)
+    assert isinstance(gated, LLMBackend)
+    assert (gated.name, gated.context_window, gated.max_concurrency, gated.token_counter) == ("declared", 2048, None, None)
+    gated.loop.close()
+
+    members = [m for m in dir(VectorStore) if not m.startswith("_")] + ["name", "info", "revision", "sole_writer"]
+    held: list[tuple[str, bool]] = []
+
+    class Recording:
+        name, info, revision, sole_writer = "c", "info", 7, True
+
+        def __getattr__(self, method):
+            def call(*args):
+                others = []
+                thread = threading.Thread(target=lambda: others.append(wrapper._lock.acquire(blocking=False)))
+                thread.start()
+                thread.join()
+                held.append((method, not others[0]))
+                return iter([("1", {}), ("2", {})]) if method == "payloads" else None
+            return call
+
+    wrapper = SerialisedStore(Recording())
+    for member in members:
+        value = getattr(wrapper, member)
+        if callable(value):
+            result = value(*[None] * (len(inspect.signature(value).parameters)))
+            if member == "payloads":
+                assert list(result) == [("1", {}), ("2", {})]
+        assert member in vars(SerialisedStore), member
+    assert (wrapper.name, wrapper.info, wrapper.revision, wrapper.sole_writer) == ("c", "info", 7, True)
+    assert held and all(locked for _, locked in held), held
 
 
 def test_the_default_collection_is_warm_before_the_first_request(stores, encoder, tmp_path):

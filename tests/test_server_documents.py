@@ -15,7 +15,8 @@ import pytest
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
 from pipelines.server.documents import sanitise_label
-from pipelines.server.state import ServeOptions, document_id
+from pipelines.server.jobs import document_id
+from pipelines.server.options import ServeOptions
 from pipelines.stores import StoreSettings
 
 KEY, KEY_ENV = "test-documents-key-0123456789", "RAG_TEST_DOCUMENTS_KEY"

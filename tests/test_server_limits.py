@@ -15,7 +15,7 @@ from llm_fake_server import FakeLLMServer, Fault
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
 from pipelines.server.security import matching_key, split_keys
-from pipelines.server.state import ServeOptions
+from pipelines.server.options import ServeOptions
 from pipelines.stores import StoreSettings
 
 KEYS, KEY_ENV = ("first-client-key-0123", "second-client-key-4567"), "RAG_TEST_LIMIT_KEYS"

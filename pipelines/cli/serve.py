@@ -56,7 +56,7 @@ def serve_options(args):
     more than one worker needs a Qdrant server. ConfigError (exit 2) otherwise, before anything
     is opened or bound."""
     from pipelines.server.security import check_bind, check_workers
-    from pipelines.server.state import ServeOptions
+    from pipelines.server.options import ServeOptions
     from rag.errors import ConfigError
 
     cfg = config_from_args(args)

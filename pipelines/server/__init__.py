@@ -9,7 +9,11 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
   `run_server` / `serve_in_background`.
 - `schemas.py`: the request and response models (OpenAI shapes plus the RAG fields).
 - `security.py`: the bind rule, the key check, the body-size limit (plain ASGI).
-- `state.py`: the one owner of the store, the encoder and the LLM's generation slots.
+- `options.py`: how it listens and how much it takes on (`ServeOptions`).
+- `state.py`: the one owner of the open collections, the encoder and the LLM's generation slots.
+- `generation.py`: the LLM gate (generation slots sized by what the backend declares).
+- `serialised.py`: qdrant-client's local mode, one call at a time.
+- `jobs.py`: the one writer: upload (ingest) jobs and deletions, in order.
 
 FastAPI and uvicorn (the `server` extra) are imported only here and inside the `rag serve`
 command, so the other commands and the Python API never load them.
@@ -27,10 +31,11 @@ from typing import TYPE_CHECKING
 from rag._lazy import lazy_exports
 
 _EXPORTS = {"create_app": "pipelines.server.app", "serve_in_background": "pipelines.server.app",
-            "ServeOptions": "pipelines.server.state", "ServerState": "pipelines.server.state"}
+            "ServeOptions": "pipelines.server.options", "ServerState": "pipelines.server.state"}
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from pipelines.server.app import create_app, serve_in_background
-    from pipelines.server.state import ServeOptions, ServerState
+    from pipelines.server.options import ServeOptions
+    from pipelines.server.state import ServerState

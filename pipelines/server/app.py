@@ -46,7 +46,9 @@ from pipelines.server import schemas as S
 from pipelines.server.collections import add_collection_routes
 from pipelines.server.documents import LimitBodyOrUpload, add_document_routes, upload_request_limit
 from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitPerClient, RequireKey, send_error
-from pipelines.server.state import GenerationInterrupted, ServeOptions, ServerState
+from pipelines.server.generation import GenerationInterrupted
+from pipelines.server.options import ServeOptions
+from pipelines.server.state import ServerState
 from rag.answer.llm import ChatMessage
 from rag.answer.prompt import strip_citations
 from rag.errors import (CollectionNotFoundError, ConfigError, LLMError, ModelMismatchError, RagError,
@@ -460,7 +462,7 @@ def run_server(config: RagConfig, options: ServeOptions) -> int:
     import uvicorn
 
     if options.workers > 1:
-        from pipelines.server.state import environment_settings
+        from pipelines.server.options import environment_settings
 
         os.environ[SETTINGS_ENV] = environment_settings(config, options)
         uvicorn.run("pipelines.server.app:app_from_environment", factory=True, host=options.host,
@@ -483,7 +485,7 @@ def run_server(config: RagConfig, options: ServeOptions) -> int:
 
 def app_from_environment() -> FastAPI:
     """The app of one worker process, from the settings `run_server` put in the environment."""
-    from pipelines.server.state import settings_from_environment
+    from pipelines.server.options import settings_from_environment
 
     config, options = settings_from_environment(SETTINGS_ENV)
     return create_app(config, options)

@@ -24,7 +24,7 @@ request is read and the collection is known to exist, the files move to
 STORE/.uploads/<collection>/<uuid><suffix> and the job is queued; they are deleted when the job
 ends (the store holds their chunks). On any error every file of the request is removed.
 
-The writes run in the server's one writer (`ServerState.writer`, see state.py), in order; the
+The writes run in the server's one writer (`ServerState.writer`, see jobs.py), in order; the
 reads here (the document list) run alongside. Jobs live in the server's memory: a restart
 forgets them (a job cut short by a kill is repaired by re-uploading, as `rag ingest` repairs a
 killed run), and with several workers (a Qdrant server) a job is known to the worker that took
@@ -48,7 +48,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from pipelines.server import schemas as S
 from pipelines.server.security import LimitBody, send_error
-from pipelines.server.state import DocumentNotFoundError, ServerState, document_id
+from pipelines.server.jobs import DocumentNotFoundError, document_id
+from pipelines.server.state import ServerState
 from rag.errors import RagError
 
 ALLOWED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".docx")

@@ -1,0 +1,191 @@
+"""The server's one writer: upload (ingest) jobs and the other writes, run in order.
+
+Uploads are answered at once with a job id (202) and ingested here in the background; document
+and collection deletions wait their turn behind the uploads queued before them. The routes that
+submit them are in documents.py and collections.py.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.errors import RagError
+
+if TYPE_CHECKING:
+    from pipelines.server.state import Served
+
+logger = logging.getLogger("pipelines.server")
+KEEP_JOBS = 1000  # finished jobs remembered for GET /v1/jobs/{id} (the oldest are forgotten)
+STOP_SECONDS = 30.0  # how long shutdown waits for the job that is running
+
+
+def document_id(source: str) -> str:
+    """The stable id of a source in the API: a digest of its label, never a path to open."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:32]
+
+
+class DocumentNotFoundError(RagError):
+    """No source of the collection has this id (404)."""
+
+
+class Job:
+    """One ingest job: the files it was given (staged path, label), then its outcomes."""
+
+    def __init__(self, collection: str, files: list[tuple[Path, str]], outcomes: list[Any] | None = None):
+        self.id = f"job-{uuid.uuid4().hex}"
+        self.collection, self.files = collection, files
+        self.status = "queued"  # queued, running, done, failed
+        self.outcomes: list[Any] = list(outcomes or [])  # FileOutcome
+        self.chunks_written = 0
+        self.total_points: int | None = None
+        self.error: str | None = None
+        self.created, self.started, self.finished = time.time(), None, None
+
+    def view(self) -> dict[str, Any]:
+        return {"job_id": self.id, "status": self.status, "collection": self.collection,
+                "files": [label for _, label in self.files],
+                "outcomes": [o.model_dump(mode="json") for o in self.outcomes],
+                "chunks_written": self.chunks_written, "total_points": self.total_points, "error": self.error,
+                "created": self.created, "started": self.started, "finished": self.finished}
+
+
+class DocumentWriter:
+    """The one writer of the server's open collections: a thread that takes write tasks from a
+    queue, one at a time, in the order they came (ingest jobs, deletions). Reads (searches,
+    chats, the document list) do not go through it and keep running while it writes: Qdrant
+    Edge takes concurrent reads during a write (tests/test_server_documents.py searches in a
+    loop during an upload), and qdrant-client's local mode serialises its calls anyway.
+
+    An ingest job is `pipelines.ingest.ingest` on the server's open handle (`vector_store=`), so
+    it is the CLI's job: unchanged files are skipped by hash, a file's new chunks are written
+    before its old version is deleted, the loader process reads and chunks. Its staged files are
+    deleted when it ends, done or failed."""
+
+    def __init__(self, collection: Callable[[str], Served]):
+        self.collection = collection  # the open collection of a name (ServerState.collection)
+        self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._jobs: dict[str, Job] = {}
+        self._jobs_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="rag-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._tasks.put(None)
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("the ingest job still running after %.0f s is abandoned at shutdown", timeout)
+        for job in self.jobs():  # queued, never started: say so, drop their files
+            if job.status == "queued":
+                self._end(job, "failed", "the server stopped before this job ran")
+
+    def _loop(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                task()
+            except Exception:  # a task reports its own failure; this is the last line
+                logger.exception("a write task failed")
+
+    # ------------------------------------------------------------------ jobs
+    def jobs(self) -> list[Job]:
+        with self._jobs_lock:
+            return list(self._jobs.values())
+
+    def job(self, job_id: str) -> Job | None:
+        with self._jobs_lock:
+            return self._jobs.get(job_id)
+
+    def submit(self, collection: str, files: list[tuple[Path, str]]) -> Job:
+        """Queue an ingest of `files` ((staged path, source label)) into `collection`."""
+        if self._thread is None:
+            raise RagError("the server is not open")
+        job = Job(collection, files)
+        with self._jobs_lock:
+            self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.finished is not None]
+            for old in finished[:max(0, len(self._jobs) - KEEP_JOBS)]:
+                del self._jobs[old.id]
+        self._tasks.put(lambda: self._ingest(job))
+        return job
+
+    def _ingest(self, job: Job) -> None:
+        from pipelines.ingest import ingest
+        from rag.ingest.chunking import Chunker
+
+        job.status, job.started = "running", time.time()
+        try:
+            served = self.collection(job.collection)
+            info = served.handle.info
+            report = ingest([p for p, _ in job.files], encoder=served.encoder, store=served.settings,
+                            chunker=Chunker(info.chunk_size, info.chunk_overlap, context=info.context), progress=False,
+                            vector_store=served.handle, labels={str(p): label for p, label in job.files})
+        except Exception as e:
+            if not isinstance(e, RagError):
+                logger.exception("ingest job %s failed", job.id)
+            self._end(job, "failed", str(e) if isinstance(e, RagError) else
+                      "the ingest job failed (the server log has the details)")
+            return
+        job.outcomes.extend(report.outcomes)
+        job.chunks_written, job.total_points = report.chunks_written, report.total_points
+        self._end(job, "done")
+
+    def _end(self, job: Job, status: str, error: str | None = None) -> None:
+        for path, _ in job.files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        job.status, job.error, job.finished = status, error, time.time()
+
+    # ------------------------------------------------------------------ other writes
+    def call(self, write: Callable[[], Any]) -> concurrent.futures.Future:
+        """Run `write` in its turn, after the writes queued before it; its result (or exception)
+        is the future's."""
+        if self._thread is None:
+            raise RagError("the server is not open")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+
+        def task() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(write())
+            except BaseException as e:
+                future.set_exception(e)
+
+        self._tasks.put(task)
+        return future
+
+    def delete(self, collection: str, doc_id: str) -> concurrent.futures.Future:
+        """Remove the source whose id is `doc_id`, in its turn after the writes queued before it.
+        The future's result: {"id", "source", "chunks"} (chunks removed)."""
+
+        def write() -> dict[str, Any]:
+            vs = self.collection(collection).handle
+            source = next((s for s in vs.sources() if document_id(s) == doc_id), None)
+            if source is None:
+                raise DocumentNotFoundError(f"collection '{collection}' has no document {doc_id} "
+                                            "(GET /v1/documents lists their ids)")
+            chunks = sum(v.points for v in vs.file_versions(source))
+            vs.delete_source(source)
+            vs.flush()
+            return {"id": doc_id, "source": source, "chunks": chunks}
+
+        return self.call(write)
