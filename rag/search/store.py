@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from rag.errors import ConfigError, ModelMismatchError
 from rag.models import Chunk
+from rag.search.payload import FILE_CHUNKS, FILE_HASH
 
 SCHEMA_VERSION = 1
 
@@ -140,8 +141,8 @@ def versions_from_payloads(payloads: Iterable[dict | None]) -> list[FileVersion]
     versions: dict[str, FileVersion] = {}
     for p in payloads:
         p = p or {}
-        h = p.get("file_hash", "")
-        v = versions.setdefault(h, FileVersion(file_hash=h, points=0, expected=int(p.get("file_chunks", -1))))
+        h = p.get(FILE_HASH, "")
+        v = versions.setdefault(h, FileVersion(file_hash=h, points=0, expected=int(p.get(FILE_CHUNKS, -1))))
         v.points += 1
     return list(versions.values())
 
