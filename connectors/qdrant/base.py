@@ -19,24 +19,21 @@ import numpy as np
 from rag.errors import ConfigError
 from rag.models import Chunk
 from rag.search.payload import DENSE, FILE_CHUNKS, FILE_HASH, SOURCE, chunk_payload
-from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, Leg, QuerySpec,
+from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, Leg, QuerySpec, VectorStore,
                               check_compatible, context_mismatch, versions_from_payloads)
 
 SCROLL_PAGE = 1024
 
 
-class QdrantStoreBase(ABC):
-    """The VectorStore protocol over one Qdrant collection, whatever engine holds it."""
+class QdrantStoreBase(VectorStore, ABC):
+    """The VectorStore protocol over one Qdrant collection, whatever engine holds it. It keeps a
+    revision (every write and delete below moves it); whether it is the sole writer is each
+    engine's to say (the embedded store and local mode lock their folder; a Qdrant server may
+    have other writers)."""
 
     name: str
     info: CollectionInfo
-    #: Writes and deletes made through this handle: what tells a cache of the collection's
-    #: contents (document routing's descriptors) that it changed; with the point count too,
-    #: unless this handle is the collection's only writer.
     revision: int = 0
-    #: Every write goes through this handle: the engine is this process's alone (the embedded
-    #: store and local mode lock their folder). A Qdrant server may have other writers.
-    sole_writer: bool = False
 
     def _adopt(self, recorded: CollectionInfo, wanted: CollectionInfo | None) -> None:
         """Take the collection's recorded info, refusing a `wanted` one it does not match."""

@@ -171,8 +171,8 @@ class DocumentRouter:
         writer; else the point count too, counted at most every COUNT_SECONDS (or after a write
         through this handle), since counting on every query costs a store call each (an exact
         count: 0.2 ms at 1.7k points, holding the GIL in the embedded engine, more on a server)."""
-        revision = getattr(self.store, "revision", None)
-        if revision is not None and getattr(self.store, "sole_writer", False):
+        revision = self.store.revision
+        if revision is not None and self.store.sole_writer:
             return (revision,)
         now = time.monotonic()
         counted = self._counted
