@@ -61,7 +61,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rag.answer.prompt import parse_citations, strip_citations
+from rag.answer.citations import parse_citations, strip_citations
 from rag.answer.terms import UNITS, Figure, Found, PassageTerms, passage_terms, sentence_terms
 from rag.models import Answer, SentenceSupport
 from rag.text.sentences import split_sentences

@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from rag.answer.prompt import strip_citations
+from rag.answer.citations import strip_citations
 
 
 # ---------------------------------------------------------------- models
