@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
+from rag.embed.protocol import Encoder
 from rag.search import fusion as F
 from rag.search import payload as P
 from rag.errors import ConfigError
@@ -187,7 +188,7 @@ class Retriever:
     "off" searches every document.
     """
 
-    def __init__(self, store: VectorStore, encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
+    def __init__(self, store: VectorStore, encoder: Encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
                  rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
                  candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None,
                  reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH, route: Route = DEFAULT_ROUTE):
@@ -226,7 +227,7 @@ class Retriever:
             "rerank_depth": self.rerank_depth, "route": self.route}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder) -> Retriever:
+    def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder: Encoder) -> Retriever:
         params = dict(data.get("init_parameters", {}))
         params["weights"] = tuple(params.get("weights", (1.0, 1.0)))
         return cls(store, encoder, **params)
