@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from connectors.qdrant.edge import META_FILE
-from connectors.qdrant.schema import chunk_payload
 from helpers_ingest import edge_settings, local_settings, text_index_for
 from pipelines.ingest import ingest
 from pipelines.stores import open_store
@@ -19,6 +18,7 @@ from rag.errors import ConfigError
 from rag.ingest.chunking import Chunker, document_text
 from rag.ingest.context import chunk_context, file_title, title_part
 from rag.models import Document, Page
+from rag.search.payload import chunk_payload
 from rag.search.retrieval import Retriever
 from rag.search.store import CollectionInfo
 

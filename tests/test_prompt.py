@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from rag.answer import citations
+from rag.answer.citations import citation_spans
 from rag.errors import ConfigError
 from rag.answer.llm import ChatMessage
 from rag.models import Answer, Passage, page_label
@@ -159,6 +163,29 @@ def test_parse_citations_forms():
     assert parse_citations("A [1]. B [2, 3] and [4-6][7]; C [1 – 2]. Year [2023] is not one.") == \
         [1, 2, 3, 4, 5, 6, 7, 1, 2]
     assert parse_citations("no citations") == []
+
+
+def test_citation_spans_say_where_each_marker_stands_and_what_it_names():
+    text = "A [1]. B [2, 3] and [4-6][7]; C [1 – 2]. Wide [3-90]. Year [2023] is not one."
+    spans = citation_spans(text)
+    assert [text[s.start:s.end] for s in spans] == ["[1]", "[2, 3]", "[4-6]", "[7]", "[1 – 2]", "[3-90]"]
+    assert [s.passages for s in spans] == [(1,), (2, 3), (4, 5, 6), (7,), (1, 2), (3, 90)]
+    assert parse_citations(text) == [n for s in spans for n in s.passages]  # one grammar
+    assert citation_spans("no citations") == []
+
+
+def test_the_citation_grammar_is_one_module():
+    """prompt.py, cleanup.py, terms.py and grounding.py hold no marker pattern of their own: they
+    read citations through rag.answer.citations (and prompt's names stay importable)."""
+    import rag.answer.prompt as prompt
+
+    assert prompt.strip_citations is citations.strip_citations
+    assert prompt.parse_citations is citations.parse_citations
+    root = Path(citations.__file__).parent
+    for name in ("prompt.py", "cleanup.py", "terms.py", "grounding.py"):
+        assert "[-–,;]" not in (root / name).read_text(encoding="utf-8"), name
+    assert citations.only_citations(" [1][2, 3] ") and not citations.only_citations("[1] Yes.")
+    assert citations.may_become_only_citations("[1, ") and not citations.may_become_only_citations("[1] Y")
 
 
 def _answer(text: str, n: int = 3, kind: str = "generated") -> Answer:

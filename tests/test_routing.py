@@ -20,6 +20,7 @@ from rag.ingest.chunking import Chunker
 from rag.search.analyzer import Analyzer
 from rag.search.retrieval import Retriever
 from rag.search.routing import DocumentRouter, document_title, quarter_words
+from rag.search.store import VectorStore
 
 COMPANIES = {"ZPHR": "Zephyr Dynamics", "QLNF": "Quillon Foods"}
 QUARTERS = ("2023 Q1", "2023 Q2")
@@ -263,6 +264,36 @@ def test_a_store_only_this_handle_writes_is_never_counted_per_query(tmp_path, en
         assert len(router.index().documents) == 4 and shared.counts == 2  # a write: counted again
     finally:
         vs.close()
+
+
+class Undeclared(VectorStore):
+    """A store that says nothing of revision or sole_writer: it inherits the protocol's defaults
+    (no revision kept, other writers possible). Only what routing reads is implemented."""
+
+    def __init__(self, sources: list[str]):
+        self.points, self.counts = [{"source": s} for s in sources], 0
+
+    def count(self) -> int:
+        self.counts += 1
+        return len(self.points)
+
+    def payloads(self, fields):
+        for i, p in enumerate(self.points):
+            yield str(i), {f: p[f] for f in fields if f in p}
+
+
+def test_a_store_that_keeps_no_revision_is_counted_to_see_it_change(monkeypatch):
+    """revision and sole_writer are declared on VectorStore with defaults, so routing reads them
+    directly; a store that keeps no revision is keyed on its count (at most once a second)."""
+    store = Undeclared(["a.txt", "b.txt"])
+    assert store.revision is None and store.sole_writer is False
+    router = DocumentRouter(store)
+    built = router.index()
+    assert router.index() is built and store.counts == 1
+    store.points.append({"source": "c.txt"})
+    clock = iter([1e6, 2e6])
+    monkeypatch.setattr("rag.search.routing.time.monotonic", lambda: next(clock))
+    assert router.index() is not built and store.counts == 2
 
 
 def test_router_alone_reports_why(filings):

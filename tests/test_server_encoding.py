@@ -137,3 +137,75 @@ def test_a_failed_pass_reaches_every_caller_and_frees_the_encoder():
     with pytest.raises(RuntimeError, match="model failed"):
         gate.encode(["boom"])
     assert gate.encode(["fine"]).shape == (1, 2)  # not left busy
+
+
+def protocol_members(proto: type) -> set[str]:
+    """The public members a Protocol declares, its base protocols' included."""
+    return {name for cls in proto.__mro__ if getattr(cls, "_is_protocol", False)
+            for name in [*vars(cls), *vars(cls).get("__annotations__", {})] if not name.startswith("_")}
+
+
+class Recording:
+    """An encoder that records the thread each call that touches its model ran on."""
+
+    model = model_id = "recording/model"
+    max_seq_length = 16
+
+    def __init__(self):
+        self.threads: dict[str, str] = {}
+
+    def _ran(self, name: str) -> None:
+        self.threads[name] = threading.current_thread().name
+
+    def encode(self, texts, batch_size=None):
+        self._ran("encode")
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    def count_tokens(self, texts):
+        self._ran("count_tokens")
+        return [len(t.split()) + 2 for t in texts]
+
+    def token_offsets(self, text):
+        self._ran("token_offsets")
+        return [(0, len(text))]
+
+    def warm_up(self):
+        self._ran("warm_up")
+
+    @property
+    def dimension(self):
+        self._ran("dimension")
+        return 2
+
+    def to_dict(self):
+        return {"type": "Recording"}
+
+
+def test_the_gate_defines_every_member_of_the_encoder_protocol_and_serialises_each_model_call():
+    """EncoderGate declares Encoder and writes out each of its members (no attribute forwarding),
+    so a member added to the protocol fails here until the gate defines it; every member that
+    touches the model runs on the gate's own thread."""
+    from rag.embed.encoder import SentenceEncoder, TokenCounter
+    from rag.embed.protocol import Encoder, Tokenizes
+
+    members = protocol_members(Encoder)
+    assert {"encode", "count_tokens", "token_offsets", "max_seq_length", "model", "dimension"} <= members
+    assert "__getattr__" not in vars(EncoderGate)
+    assert sorted(m for m in members if m not in vars(EncoderGate)) == []
+    assert Encoder in EncoderGate.__mro__ and Encoder in SentenceEncoder.__mro__
+    assert Tokenizes in TokenCounter.__mro__
+
+    inner = Recording()
+    gate = EncoderGate(inner)
+    try:
+        assert gate.encode(["a query"]).shape == (1, 2) and gate.encode(["bulk"] * 40).shape == (40, 2)
+        assert gate.count_tokens(["a b"]) == [4] and gate.token_offsets("ab") == [(0, 2)]
+        gate.warm_up()
+        assert gate.dimension == 2 and gate.dimension == 2
+        assert (gate.model, gate.model_id, gate.max_seq_length) == ("recording/model",) * 2 + (16,)
+        assert gate.to_dict() == {"type": "Recording"}
+        assert inner.threads == dict.fromkeys(
+            ["encode", "count_tokens", "token_offsets", "warm_up", "dimension"], "encoder")
+        assert gate.stats["bulk_slices"] >= 5  # dimension read once, then kept
+    finally:
+        gate.close()

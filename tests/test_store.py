@@ -17,6 +17,7 @@ from helpers_ingest import edge_settings, hold_store, local_settings
 from pipelines.stores import open_store
 from rag.errors import CollectionNotFoundError, ConfigError, ModelMismatchError, StoreLockedError
 from rag.models import Chunk
+from rag.search import payload as P
 from rag.search.store import CollectionInfo, TextIndexSettings, is_complete
 
 INFO = CollectionInfo(model="test/encoder-a", dimension=8, text_index=TextIndexSettings.plain(),
@@ -54,6 +55,27 @@ def vectors(n: int, seed: int = 0) -> np.ndarray:
 
 def versions(store, source: str) -> dict[str, tuple[int, int]]:
     return {v.file_hash: (v.points, v.expected) for v in store.file_versions(source)}
+
+
+# ---------------------------------------------------------------- the payload schema
+
+
+def test_the_payload_schema_names_every_field_a_point_holds():
+    """rag.search.payload is the one spelling of the fields: a chunk's payload holds exactly the
+    fields it names (the context ones only in a context collection), the integer fields are the
+    chunk's whole-number fields, and every indexed field is one of them."""
+    fields = {v for k, v in vars(P).items() if k.isupper() and isinstance(v, str) and k != "DENSE"}
+    (plain,) = chunks("/docs/a.txt", "a-v1", 1)
+    with_context = plain.model_copy(update={"context": "A title > A section"})
+    assert set(P.chunk_payload(plain, 1)) == fields - {P.CONTEXT, P.INDEX_TEXT}
+    assert set(P.chunk_payload(with_context, 1, context=True)) == fields
+    whole = {name for name, f in Chunk.model_fields.items() if f.annotation is int}
+    assert set(P.INTEGER_FIELDS) == whole | {P.FILE_CHUNKS}
+    assert all(isinstance(P.chunk_payload(plain, 1)[f], int) for f in P.INTEGER_FIELDS)
+    assert set(P.INTEGER_INDEXED) <= set(P.INTEGER_FIELDS) and set(P.KEYWORD_FIELDS) <= fields
+    indexed = [f for f, _ in P.payload_indexes("text", "keyword", "integer", context=True)]
+    assert indexed == [P.INDEX_TEXT, *P.KEYWORD_FIELDS, *P.INTEGER_INDEXED]
+    assert P.payload_indexes("text", "keyword", "integer")[0] == (P.TEXT, "text")
 
 
 # ---------------------------------------------------------------- collection info

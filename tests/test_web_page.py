@@ -17,8 +17,11 @@ import pytest
 from helpers_ingest import write
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
+from pipelines.server.schemas import ChunkWriter
 from pipelines.server.state import ServeOptions
 from pipelines.stores import StoreSettings
+from rag.answer.prompt import check_citations
+from rag.models import Answer, Passage
 
 KEY, KEY_ENV = "web-page-key-0123456789", "RAG_TEST_WEB_PAGE_KEY"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -55,6 +58,28 @@ window.fetch = (url, init) => {
   window.fetch = realFetch;
   return Promise.resolve(new Response(body, {headers: {"Content-Type": "text/event-stream"}}));
 };"""
+
+
+# An answer citing with a list, a range and a number that names no passage, after a character
+# outside the BMP (the spans count code points, JavaScript's strings UTF-16 units).
+CITED_TEXT = ("Green tea wants water below boiling [1, 2]. \U0001F375 Black tea takes it boiling [1-3]. "
+              "Oolong was first brewed in 1725 [9].")
+CITED_PASSAGES = [Passage(number=i, text=t, source=f"/notes/{name}", page_start=1, page_end=1, score=0.5, rank=i)
+                  for i, (name, t) in enumerate([("green.txt", "Green tea: 70 to 80 degrees."),
+                                                 ("white.txt", "White tea: 75 degrees."),
+                                                 ("black.txt", "Black tea: boiling water.")], 1)]
+
+
+def cited_sse() -> str:
+    """The stream the server writes (its ChunkWriter) for CITED_TEXT, cut into pieces that split
+    the markers, so that the page can rely only on the last chunk's spans."""
+    answer = check_citations(Answer(question="q", text=CITED_TEXT, kind="generated", backend="openai",
+                                    passages=CITED_PASSAGES))
+    writer = ChunkWriter("notes")
+    cuts = [0, 38, 41, 80, 84, len(CITED_TEXT)]
+    pieces = [CITED_TEXT[a:b] for a, b in zip(cuts, cuts[1:])]
+    return (writer.first(CITED_PASSAGES) + "".join(writer.text(p) for p in pieces)
+            + writer.last(answer, []) + writer.done())
 
 
 @pytest.fixture(scope="module")
@@ -219,5 +244,43 @@ def test_a_person_asks_the_page_opens_the_cited_source_and_uploads_a_pdf(server,
         assert driver.find_element(By.ID, "key-box").is_displayed()
         late = [e for e in _console(driver) if e["level"] == "SEVERE"]
         assert all("/v1/chat/completions" in e["message"] and "401" in e["message"] for e in late), late
+    finally:
+        driver.quit()
+
+
+def test_list_and_range_citations_render_as_one_marker_each_showing_their_sources(server, tmp_path):
+    """[1, 2] and [1-3] are citations as the server parses them (the last chunk's spans): each is
+    one button, written as the model wrote it, that shows every source it names; [9] names no
+    source and stays text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver = _browser(tmp_path)
+    wait = WebDriverWait(driver, WAIT_S)
+    try:
+        driver.get(server + "/")
+        wait.until(EC.visibility_of_element_located((By.ID, "key"))).send_keys(KEY)
+        driver.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "collection")).options) == 2)
+        driver.execute_script(FAKE_NEXT_CHAT, cited_sse())
+        driver.find_element(By.ID, "question").send_keys("How hot should tea water be?")
+        driver.find_element(By.ID, "ask").click()
+        wait.until(lambda d: d.find_element(By.ID, "ask").is_enabled())
+        answer = driver.find_element(By.CSS_SELECTOR, ".turn .answer")
+        assert driver.execute_script("return arguments[0].textContent", answer) == CITED_TEXT
+        markers = answer.find_elements(By.CSS_SELECTOR, "button.cite")
+        assert [m.text for m in markers] == ["[1, 2]", "[1-3]"]
+        assert [m.get_attribute("data-n") for m in markers] == ["1 2", "1 2 3"]
+        assert markers[0].get_attribute("title") == "green.txt, white.txt"
+        for marker, files in zip(markers, (["green.txt", "white.txt"], ["green.txt", "white.txt", "black.txt"])):
+            marker.click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".turn .source-card")) == len(files))
+            cards = driver.find_elements(By.CSS_SELECTOR, ".turn .source-card")
+            assert [c.find_element(By.CSS_SELECTOR, ".file").text for c in cards] == files
+            assert [c.get_attribute("data-n") for c in cards] == marker.get_attribute("data-n").split()
+        assert "cites passages that were not given: [9]" in driver.find_element(By.CSS_SELECTOR, ".turn .checks").text
+        problems = [e for e in _console(driver) if e["level"] == "SEVERE"]
+        assert all("/v1/models" in e["message"] and "401" in e["message"] for e in problems), problems
     finally:
         driver.quit()

@@ -1,6 +1,6 @@
 """One base, several engines: what the Qdrant Edge and qdrant-client stores share.
 
-Both engines hold the same schema (connectors.qdrant.schema) and answer the same requests; they
+Both engines hold the same schema (rag.search.payload) and answer the same requests; they
 differ only in how a filter, a query or a point is spelled and which call sends it. So the
 store's logic (which points a write makes, which filter a delete uses, how a QuerySpec becomes a
 request, how paged reads and hits are read back) lives here once, over small primitives that
@@ -16,27 +16,24 @@ from typing import Any, Self
 
 import numpy as np
 
-from connectors.qdrant.schema import DENSE, chunk_payload
 from rag.errors import ConfigError
 from rag.models import Chunk
-from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, Leg, QuerySpec,
+from rag.search.payload import DENSE, FILE_CHUNKS, FILE_HASH, SOURCE, chunk_payload
+from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, Leg, QuerySpec, VectorStore,
                               check_compatible, context_mismatch, versions_from_payloads)
 
 SCROLL_PAGE = 1024
 
 
-class QdrantStoreBase(ABC):
-    """The VectorStore protocol over one Qdrant collection, whatever engine holds it."""
+class QdrantStoreBase(VectorStore, ABC):
+    """The VectorStore protocol over one Qdrant collection, whatever engine holds it. It keeps a
+    revision (every write and delete below moves it); whether it is the sole writer is each
+    engine's to say (the embedded store and local mode lock their folder; a Qdrant server may
+    have other writers)."""
 
     name: str
     info: CollectionInfo
-    #: Writes and deletes made through this handle: what tells a cache of the collection's
-    #: contents (document routing's descriptors) that it changed; with the point count too,
-    #: unless this handle is the collection's only writer.
     revision: int = 0
-    #: Every write goes through this handle: the engine is this process's alone (the embedded
-    #: store and local mode lock their folder). A Qdrant server may have other writers.
-    sole_writer: bool = False
 
     def _adopt(self, recorded: CollectionInfo, wanted: CollectionInfo | None) -> None:
         """Take the collection's recorded info, refusing a `wanted` one it does not match."""
@@ -135,16 +132,16 @@ class QdrantStoreBase(ABC):
         self.revision += 1
 
     def delete_other_versions(self, source: str, keep_hash: str) -> None:
-        self._delete(self._filter(must=[self._match("source", source)],
-                                  must_not=[self._match("file_hash", keep_hash)]))
+        self._delete(self._filter(must=[self._match(SOURCE, source)],
+                                  must_not=[self._match(FILE_HASH, keep_hash)]))
         self.revision += 1
 
     def delete_version(self, source: str, file_hash: str) -> None:
-        self._delete(self._filter(must=[self._match("source", source), self._match("file_hash", file_hash)]))
+        self._delete(self._filter(must=[self._match(SOURCE, source), self._match(FILE_HASH, file_hash)]))
         self.revision += 1
 
     def delete_source(self, source: str) -> None:
-        self._delete(self._filter(must=[self._match("source", source)]))
+        self._delete(self._filter(must=[self._match(SOURCE, source)]))
         self.revision += 1
 
     # ------------------------------------------------------------------ reads
@@ -158,11 +155,11 @@ class QdrantStoreBase(ABC):
                 break
 
     def file_versions(self, source: str) -> list[FileVersion]:
-        flt = self._filter(must=[self._match("source", source)])
-        return versions_from_payloads(r.payload for r in self._scroll(flt, ["file_hash", "file_chunks"]))
+        flt = self._filter(must=[self._match(SOURCE, source)])
+        return versions_from_payloads(r.payload for r in self._scroll(flt, [FILE_HASH, FILE_CHUNKS]))
 
     def sources(self) -> set[str]:
-        return {(r.payload or {}).get("source", "") for r in self._scroll(None, ["source"])}
+        return {(r.payload or {}).get(SOURCE, "") for r in self._scroll(None, [SOURCE])}
 
     def payloads(self, fields: list[str]) -> Iterator[tuple[str, dict]]:
         for r in self._scroll(None, fields):

@@ -8,8 +8,8 @@ import os
 import warnings
 
 from connectors.qdrant.base import QdrantStoreBase
-from connectors.qdrant.schema import DENSE, payload_indexes, text_field
 from rag.errors import CollectionNotFoundError, ConfigError, StoreLockedError
+from rag.search.payload import DENSE, payload_indexes, text_field
 from rag.search.store import CollectionInfo, TextIndexSettings
 
 

@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 
 from connectors.qdrant.base import QdrantStoreBase
-from connectors.qdrant.schema import DENSE, payload_indexes, text_field
 from rag.errors import CollectionNotFoundError, StoreLockedError
+from rag.search.payload import DENSE, payload_indexes, text_field
 from rag.search.store import CollectionInfo, TextIndexSettings
 
 META_FILE = "rag_collection.json"

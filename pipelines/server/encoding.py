@@ -19,8 +19,10 @@ served:
   call. Slices of one call run in order and its result is in input order, as from `encode`.
 
 Every other call that touches the tokenizer or the model (`count_tokens`, `token_offsets`,
-`embed`, `warm_up`) runs as one bulk slice. Plain attributes (`model_id`, `dimension`, ...)
-are read straight through.
+`warm_up`, the first read of `dimension`) runs as one bulk slice. The gate is an Encoder
+(rag.embed.protocol) by declaration, each member written out here: what the protocol gains,
+the gate must define (a test checks it), so nothing reaches the model unserialised. Plain
+settings (`model`, `model_id`, `max_seq_length`, `to_dict`) are read straight through.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from rag.embed.protocol import Encoder
+
 URGENT_TEXTS = 8  # a call of at most this many texts ...
 URGENT_CHARS = 2_000  # ... and this many characters in all is a search's: urgent
 MAX_BATCH_TEXTS = 64  # urgent texts embedded in one pass at most
 SLICE_TEXTS = 32  # a bulk call's slice: at most this many texts ...
 SLICE_CHARS = 4_000  # ... and this many characters (about 4 chunks of 256 tokens)
-EXCLUSIVE_CALLS = frozenset({"count_tokens", "token_offsets", "embed", "warm_up"})
 
 
 def is_urgent(texts: Sequence[str]) -> bool:
@@ -73,7 +76,7 @@ class _Work:
         self.done = False
 
 
-class EncoderGate:
+class EncoderGate(Encoder):
     """`encoder` behind the scheduling rule above, every pass run by one thread of its own.
 
     That thread matters on a CPU: torch's OpenMP pool belongs to the thread that calls it, so
@@ -82,8 +85,9 @@ class EncoderGate:
     one). Callers wait for their result; thread-safe; `stats` counts passes; `close()` stops
     the thread (it is a daemon, started on the first call)."""
 
-    def __init__(self, encoder: Any):
+    def __init__(self, encoder: Encoder):
         self._encoder = encoder
+        self._dimension: int | None = None
         self._cond = threading.Condition()
         self._urgent: list[_Work] = []
         self._bulk: collections.deque[_Work] = collections.deque()
@@ -92,15 +96,42 @@ class EncoderGate:
         self._closed = False
         self.stats = {"urgent_calls": 0, "urgent_passes": 0, "bulk_slices": 0}
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._encoder, name)
-        if name in EXCLUSIVE_CALLS and callable(value):
-            return lambda *args, **kwargs: self._exclusive(lambda: value(*args, **kwargs))
-        return value
+    @property
+    def wrapped(self) -> Encoder:
+        return self._encoder
+
+    # ------------------------------------------------------------------ settings, read through
+    @property
+    def model(self) -> str:
+        return self._encoder.model
 
     @property
-    def wrapped(self) -> Any:
-        return self._encoder
+    def model_id(self) -> str:
+        return self._encoder.model_id
+
+    @property
+    def max_seq_length(self) -> int | None:
+        return self._encoder.max_seq_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._encoder.to_dict()
+
+    # ------------------------------------------------------------------ model calls, one bulk slice each
+    @property
+    def dimension(self) -> int:
+        """Read once on the encoder thread (it loads the model when it is not loaded yet)."""
+        if self._dimension is None:
+            self._dimension = self._exclusive(lambda: self._encoder.dimension)
+        return self._dimension
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self._exclusive(lambda: self._encoder.count_tokens(texts))
+
+    def token_offsets(self, text: str) -> list[tuple[int, int]]:
+        return self._exclusive(lambda: self._encoder.token_offsets(text))
+
+    def warm_up(self) -> None:
+        self._exclusive(self._encoder.warm_up)
 
     # ------------------------------------------------------------------ encode
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:

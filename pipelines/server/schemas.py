@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from rag.answer.citations import citation_spans
 from rag.models import Answer, Passage, SentenceSupport
 
 Mode = Literal["dense", "bm25", "hybrid"]
@@ -128,6 +129,31 @@ class Citations(BaseModel):
     valid: list[int] = Field(description="the [n] that name a passage, in order of first use")
     invalid: list[int] = Field(description="the [n] that name no passage of the prompt")
 
+    @classmethod
+    def of(cls, a: Answer) -> Citations:
+        return cls(valid=a.cited, invalid=a.invalid_citations)
+
+
+class CitationSpan(BaseModel):
+    """One citation marker of a text: text[start:end] is the marker ("[1, 2]", "[1-3]")."""
+
+    start: int = Field(description="offset of the marker's '[', in Unicode code points (Python's "
+                       "string indices; JavaScript's count UTF-16 units)")
+    end: int = Field(description="offset just past its ']'")
+    passages: list[int] = Field(description="the passage numbers it names, a list or range expanded")
+
+
+class StreamedCitations(Citations):
+    """The citations of a stream's last chunk, with where each marker stands in the text its
+    content deltas made up, so that a client renders them without a grammar of its own."""
+
+    spans: list[CitationSpan] = Field(description="every marker of the streamed text, in order")
+
+    @classmethod
+    def of_stream(cls, a: Answer, streamed: str) -> StreamedCitations:
+        spans = [CitationSpan(start=s.start, end=s.end, passages=list(s.passages)) for s in citation_spans(streamed)]
+        return cls(valid=a.cited, invalid=a.invalid_citations, spans=spans)
+
 
 class Grounding(BaseModel):
     sentences: list[SentenceSupport]
@@ -164,7 +190,7 @@ class AnswerFields(BaseModel):
 
     @classmethod
     def of(cls, a: Answer, notes: list[str]) -> AnswerFields:
-        return cls(citations=Citations(valid=a.cited, invalid=a.invalid_citations),
+        return cls(citations=Citations.of(a),
                    grounding=Grounding(sentences=a.support, unsupported=len(a.unsupported)),
                    backend=a.backend, backend_origin=a.backend_origin, kind=a.kind,
                    standalone_question=a.standalone_question, notes=[*a.notes, *notes])
@@ -231,12 +257,16 @@ def finish_reason(answer: Answer) -> str:
 class ChunkWriter:
     """The server-sent events of one streamed completion: every event a `chat.completion.chunk`
     with a `choices` array (empty only in the usage chunk, as OpenAI sends it), sources on the
-    first, the checks and finish_reason on the last, then `data: [DONE]`."""
+    first, the checks and finish_reason on the last, then `data: [DONE]`. It keeps the text it
+    sent: the last chunk's citation spans index into exactly that text, what a client that joins
+    the content deltas holds (an answer that fell back to extracts after a failed generation
+    is longer than Answer.text)."""
 
     def __init__(self, model: str):
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
+        self._sent: list[str] = []
 
     def _event(self, choices: list[ChunkChoice], **extra: Any) -> str:
         body = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -248,11 +278,13 @@ class ChunkWriter:
                            sources=[Source.of(p).model_dump() for p in passages])
 
     def text(self, piece: str) -> str:
+        self._sent.append(piece)
         return self._event([ChunkChoice(delta=Delta(content=piece), finish_reason=None)])
 
     def last(self, answer: Answer, notes: list[str]) -> str:
-        return self._event([ChunkChoice(delta=Delta(), finish_reason=finish_reason(answer))],
-                           **AnswerFields.of(answer, notes).model_dump(mode="json"))
+        fields = AnswerFields.of(answer, notes).model_dump(mode="json")
+        fields["citations"] = StreamedCitations.of_stream(answer, "".join(self._sent)).model_dump(mode="json")
+        return self._event([ChunkChoice(delta=Delta(), finish_reason=finish_reason(answer))], **fields)
 
     def usage(self, usage: Usage) -> str:
         return self._event([], usage=usage.model_dump())

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import re
 
+from rag.answer.citations import may_become_only_citations, only_citations
+
 _LABELS = ("question", "answer", "context", "passages", "passage")
 # A label line: optional markdown emphasis or heading marks, the word, a colon.
 _LABEL = re.compile(r"^[ \t>#*_]*(question|answer|context|passages?)[*_]*[ \t]*:[*_]*[ \t]*", re.I)
-_CITATIONS_ONLY = re.compile(r"^\s*(?:\[\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*\]\s*)+$")
-_CITATION_PREFIX = re.compile(r"^\s*(?:\[\d{0,3}(?:\s*[-–,;]\s*\d{0,3})*\]?\s*)*$")
 
 
 def _could_become_label(text: str) -> bool:
@@ -106,10 +106,10 @@ class StreamCleaner:
             return ""  # an echoed question/context line: dropped at its end
         if not final and _could_become_label(line):
             return ""
-        if not self._content and _CITATION_PREFIX.match(line):
+        if not self._content and may_become_only_citations(line):
             if not final:
                 return ""
-            if _CITATIONS_ONLY.match(line):
+            if only_citations(line):
                 self.changed = True
                 self._line = ""
                 return ""

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from rag.embed.cache import VectorCache
+from rag.embed.protocol import Encoder
 from rag.models import Passage
 from rag.text.sentences import split_sentences
 
@@ -39,7 +40,7 @@ def _overlap(query_terms: set[str], sentence_terms: set[str]) -> float:
     return hits / len(query_terms)
 
 
-def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder, max_sentences: int = 3,
+def extract(question: str | Sequence[str], passages: Sequence[Passage], encoder: Encoder, max_sentences: int = 3,
             min_words: int = 4, lexical_weight: float = 0.3, duplicate_cosine: float = 0.9,
             max_chars: int = 400, min_relative: float = 0.6,
             cache: VectorCache | None = None,

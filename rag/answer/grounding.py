@@ -61,8 +61,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rag.answer.prompt import parse_citations, strip_citations
-from rag.answer.terms import _UNITS, _Figure, _Found, _passage_terms, _PassageTerms, _sentence_terms
+from rag.answer.citations import parse_citations, strip_citations
+from rag.answer.terms import UNITS, Figure, Found, PassageTerms, passage_terms, sentence_terms
 from rag.models import Answer, SentenceSupport
 from rag.text.sentences import split_sentences
 
@@ -99,12 +99,12 @@ class _Index:
     _LISTS = ("bare", "absolute", "mantissa", "percent")
 
     def __init__(self, passages: Sequence[Any]):
-        self.passages: dict[int, _PassageTerms] = {}
+        self.passages: dict[int, PassageTerms] = {}
         for p in passages:
             number = getattr(p, "number", None)
             if isinstance(number, int) and not isinstance(number, bool) and number not in self.passages:
                 text = getattr(p, "text", "")
-                self.passages[number] = _passage_terms(number, text if isinstance(text, str) else str(text or ""))
+                self.passages[number] = passage_terms(number, text if isinstance(text, str) else str(text or ""))
         self.values: dict[str, list[float]] = {}
         self.owners: dict[str, list[int]] = {}
         for name in self._LISTS:
@@ -116,7 +116,7 @@ class _Index:
     def numbers(self) -> list[int]:
         return list(self.passages)
 
-    def holders(self, f: _Found) -> set[int]:
+    def holders(self, f: Found) -> set[int]:
         """The passages that hold the sentence term `f`."""
         if f.kind == "name":
             needle = f" {f.key} "
@@ -125,7 +125,7 @@ class _Index:
             return {n for n, p in self.passages.items() if any(_holds_date(p, k) for k in f.key)}
         return self._figure_holders(f.key)
 
-    def _figure_holders(self, fig: _Figure) -> set[int]:
+    def _figure_holders(self, fig: Figure) -> set[int]:
         mant = Decimal(fig.raw)
         q = Decimal(1).scaleb(-fig.decimals)
         lo, hi = mant - q / 2, mant + q  # what rounds or truncates to the digits written
@@ -133,11 +133,11 @@ class _Index:
             ranges = [("percent", 1), ("bare", 1)]
         elif fig.explicit_scale:
             lo, hi = lo * fig.scale, hi * fig.scale
-            ranges = [("bare", u) for u in _UNITS] + [("absolute", 1)]
+            ranges = [("bare", u) for u in UNITS] + [("absolute", 1)]
         else:
             ranges = [("bare", 1), ("mantissa", 1), ("percent", 1), ("absolute", 1)]
             if mant >= 10**6:  # written out in full ("$82,959,000,000"): maybe a table in millions
-                ranges += [("bare", u) for u in _UNITS[1:]]
+                ranges += [("bare", u) for u in UNITS[1:]]
         out: set[int] = set()
         for name, unit in ranges:
             out.update(self._in_range(name, lo, hi, unit))
@@ -158,7 +158,7 @@ class _Index:
         return self.owners[name][i:j]
 
 
-def _holds_date(p: _PassageTerms, key: tuple) -> bool:
+def _holds_date(p: PassageTerms, key: tuple) -> bool:
     """A date key held by a passage. A quarter is held loosely: by the same quarter (with the year
     anywhere in the passage), or by a quarterly report of that year: fiscal quarters are not
     calendar quarters, and a 10-Q names its quarter by the day it ends."""
@@ -256,7 +256,7 @@ def check_grounding(text: str, passages: Sequence[Any]) -> list[SentenceSupport]
     results: list[SentenceSupport] = []
     for i, sentence in enumerate(answer_sentences(text if isinstance(text, str) else ""), 1):
         cited = _unique([n for n in parse_citations(sentence) if n in index.passages])
-        stripped, found = _sentence_terms(sentence)
+        stripped, found = sentence_terms(sentence)
         if not found:
             results.append(SentenceSupport(index=i, text=sentence, cited=cited, supported=True))
             continue

@@ -22,8 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from rag.errors import ConfigError
+from rag.answer.citations import parse_citations, strip_citations  # strip_citations: re-exported
 from rag.answer.llm import ChatMessage, GenerationSettings
+from rag.errors import ConfigError
 from rag.models import Answer, Passage, page_label
 from rag.text.sentences import sentence_spans
 from rag.text.tokens import tiktoken_encoding
@@ -50,8 +51,6 @@ TOKENS_REPLY_PRIMING = 3
 DEFAULT_CONTEXT_WINDOW = 8192  # when the backend does not say (no LLM: extracts)
 DEFAULT_MAX_PASSAGES = 8
 DEFAULT_MARGIN = 0.05  # of the window, kept free: the model's tokenizer may count differently
-
-_CITATION = re.compile(r"\[(\d{1,3}(?:\s*[-–,;]\s*\d{1,3})*)\]")
 
 
 class PromptTemplate(BaseModel):
@@ -341,26 +340,6 @@ def _attr(s: str) -> str:
 # ---------------------------------------------------------------- citations
 
 
-def parse_citations(text: str) -> list[int]:
-    """Every number cited as [k], [k, m], [k-m] or [k][m], in order of appearance (ranges expanded,
-    repeats kept)."""
-    out: list[int] = []
-    for m in _CITATION.finditer(text):
-        for part in re.split(r"\s*[,;]\s*", m.group(1)):
-            a, sep, b = _range_parts(part)
-            if sep:
-                lo, hi = int(a), int(b)
-                out.extend(range(lo, hi + 1) if 0 < hi - lo < 50 else [lo, hi])
-            else:
-                out.append(int(a))
-    return out
-
-
-def _range_parts(part: str) -> tuple[str, str, str]:
-    m = re.fullmatch(r"(\d+)\s*([-–])\s*(\d+)", part.strip())
-    return (m.group(1), m.group(2), m.group(3)) if m else (part.strip(), "", "")
-
-
 def check_citations(answer: Answer) -> Answer:
     """Fill `cited` (valid numbers, first use order) and `invalid_citations` (numbers that name no
     passage in the prompt), and add a note for each problem."""
@@ -378,11 +357,6 @@ def check_citations(answer: Answer) -> Answer:
     if not cited and answer.passages and answer.kind == "generated":
         answer.notes.append("the answer cites no passage")
     return answer
-
-
-def strip_citations(text: str) -> str:
-    """Remove [k] markers (earlier answers in chat history: their numbers referred to other passages)."""
-    return re.sub(r"\s*" + _CITATION.pattern, "", text)
 
 
 def _first_error(e: ValueError) -> str:

@@ -2,6 +2,10 @@
 compare equal: figures (with scale and unit), dates and proper names; and the same extraction
 over a passage, indexed by kind. Pure functions of text; the rules and their limits are in
 rag.answer.grounding, which uses them.
+
+What grounding reads is public: `sentence_terms` (a sentence's terms, as Found), `passage_terms`
+(a passage's, as PassageTerms), the Figure a figure term holds, and UNITS. The rest is how they
+are found.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from rag.answer.prompt import strip_citations
+from rag.answer.citations import strip_citations
 
 
 # ---------------------------------------------------------------- models
@@ -192,7 +196,9 @@ _BEFORE_CHARS = frozenset("$€£¥₹₩(-−")
 _AFTER_CHARS = frozenset("%)pPbBmMtT")  # what may follow the space before a unit or scale word
 _SCALES = {"thousand": 10**3, "k": 10**3, "million": 10**6, "mn": 10**6, "mln": 10**6, "m": 10**6, "mm": 10**6,
            "billion": 10**9, "bn": 10**9, "bln": 10**9, "b": 10**9, "trillion": 10**12, "tn": 10**12, "t": 10**12}
-_UNITS = (1, 10**3, 10**6, 10**9)  # what a passage's bare table cell may be counted in
+#: What a passage's bare table cell may be counted in (units, thousands, millions, billions):
+#: a sentence's "$82.9 billion" is held by a cell "82,959" of a table in millions.
+UNITS = (1, 10**3, 10**6, 10**9)
 _MAX_DIGITS = 30  # longer digit strings are identifiers or noise, not figures
 _NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -201,7 +207,10 @@ _NUMBER_WORDS.update({"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seve
                       "ninety": 90, "hundred": 100, "dozen": 12})
 
 
-class _Figure(NamedTuple):
+class Figure(NamedTuple):
+    """A figure as written: its magnitude, precision, scale word, and whether it is a percentage
+    or negative. Two figures that are one value written alike compare by these fields."""
+
     raw: str  # magnitude as written, without separators or scale: "82959", "82.9"
     decimals: int  # digits written after the decimal point
     scale: int  # 1, or 10**3 ... 10**12 from a scale word
@@ -213,11 +222,13 @@ class _Figure(NamedTuple):
         return self.scale != 1
 
 
-class _Found(NamedTuple):
+class Found(NamedTuple):
+    """One term found in a text: its character span there, its kind, and its normalised key."""
+
     start: int
     end: int
     kind: str  # figure | date | name
-    key: Any  # _Figure, a tuple of date keys, or a normalised name
+    key: Any  # Figure, a tuple of date keys, or a normalised name
 
 
 def _figure(t: str, m: re.Match[str], for_passage: bool) -> tuple[int, int, str, Any] | None:
@@ -272,7 +283,7 @@ def _figure(t: str, m: re.Match[str], for_passage: bool) -> tuple[int, int, str,
                 return start, end, "date", (("y", y),)
         if parenthesised and len(raw) <= 2 and not for_passage:
             return None  # "(1)", "(12)": an enumerator or a footnote in prose
-    return start, end, "figure", _Figure(raw, decimals, scale, pct, neg)
+    return start, end, "figure", Figure(raw, decimals, scale, pct, neg)
 
 
 # ---------------------------------------------------------------- names
@@ -404,11 +415,11 @@ def _name_norm(text: str) -> str:
 # ---------------------------------------------------------------- extraction
 
 
-def _extract(t: str, for_passage: bool) -> list[_Found]:
+def _extract(t: str, for_passage: bool) -> list[Found]:
     """Dates, then figures, then (sentences only) names in folded text `t`, in text order. A
     later kind does not take text an earlier one took: "June 24, 2023" is a date, not 24 and 2023."""
     taken = bytearray(len(t))
-    found: list[_Found] = []
+    found: list[Found] = []
     for pattern, read in _date_patterns(t):
         for m in pattern.finditer(t):
             a, b = m.span()
@@ -418,7 +429,7 @@ def _extract(t: str, for_passage: bool) -> list[_Found]:
             if keys is not None:
                 if t[b - 1] == ".":  # "12 March." ends a sentence
                     b -= 1
-                found.append(_Found(a, b, "date", keys))
+                found.append(Found(a, b, "date", keys))
                 taken[a:b] = b"\x01" * (b - a)
     dated = bool(found)
     for m in _NUMBER.finditer(t):
@@ -426,16 +437,16 @@ def _extract(t: str, for_passage: bool) -> list[_Found]:
             continue
         fig = _figure(t, m, for_passage)
         if fig is not None:
-            found.append(_Found(*fig))
+            found.append(Found(*fig))
     if for_passage:
         return found
     for a, b, norm in _sentence_names(_blank(t, found)):
-        found.append(_Found(a, b, "name", norm))
+        found.append(Found(a, b, "name", norm))
     found.sort(key=lambda f: f.start)
     return found
 
 
-def _blank(t: str, found: list[_Found]) -> str:
+def _blank(t: str, found: list[Found]) -> str:
     """`t` with the found terms' text replaced by NULs, so that no name runs across a figure."""
     pieces, pos = [], 0
     for f in sorted(found, key=lambda f: f.start):
@@ -447,12 +458,13 @@ def _blank(t: str, found: list[_Found]) -> str:
     return "".join(pieces)
 
 
-def _sentence_terms(sentence: str) -> tuple[str, list[_Found]]:
-    """The sentence without its citation markers, and its terms (first of each distinct key)."""
+def sentence_terms(sentence: str) -> tuple[str, list[Found]]:
+    """The sentence without its citation markers, and its terms (first of each distinct key);
+    each term's span is an offset into that text."""
     text = strip_citations(sentence)
     found = _extract(fold_digits(text), for_passage=False)
     seen: set = set()
-    out: list[_Found] = []
+    out: list[Found] = []
     for f in found:
         k = (f.kind, _figure_identity(f.key) if f.kind == "figure" else f.key)
         if k not in seen:
@@ -461,14 +473,14 @@ def _sentence_terms(sentence: str) -> tuple[str, list[_Found]]:
     return text, out
 
 
-def _figure_identity(fig: _Figure) -> tuple:
+def _figure_identity(fig: Figure) -> tuple:
     return Decimal(fig.raw).normalize(), fig.decimals, fig.scale, fig.pct
 
 
 def extract_terms(sentence: str) -> list[Term]:
     """The checkable terms of one sentence, in order, as written there (citation markers are not
     terms)."""
-    text, found = _sentence_terms(sentence)
+    text, found = sentence_terms(sentence)
     out = []
     for f in found:
         value = None
@@ -482,7 +494,7 @@ def extract_terms(sentence: str) -> list[Term]:
 # ---------------------------------------------------------------- passages
 
 
-class _PassageTerms(NamedTuple):
+class PassageTerms(NamedTuple):
     """One passage's terms, normalised: magnitudes by how they were written, date keys, words."""
 
     number: int
@@ -495,7 +507,7 @@ class _PassageTerms(NamedTuple):
     words: str  # " tim cook is the ceo of apple inc ... "
 
 
-def _passage_terms(number: int, text: str) -> _PassageTerms:
+def passage_terms(number: int, text: str) -> PassageTerms:
     """A passage's terms, by the same extraction as sentences' (names aside: a passage is searched
     for a sentence's names in its words), plus number words ("three segments") as values."""
     t = fold_digits(text)
@@ -506,7 +518,7 @@ def _passage_terms(number: int, text: str) -> _PassageTerms:
             for key in f.key:
                 dates.update(_date_closure(key))
             continue
-        fig: _Figure = f.key
+        fig: Figure = f.key
         v = float(fig.raw)  # at most _MAX_DIGITS digits: always finite
         if fig.pct:
             lists["percent"].append(v)
@@ -518,7 +530,7 @@ def _passage_terms(number: int, text: str) -> _PassageTerms:
     words = f" {_name_norm(t)} "
     lists["bare"].extend(float(_NUMBER_WORDS[w]) for w in words.split() if w in _NUMBER_WORDS)
     lists["bare"].extend(float(k[1]) for k in dates if k[0] == "y")
-    return _PassageTerms(number, dates=frozenset(dates), quarterly=any(p in words for p in _THREE_MONTHS),
+    return PassageTerms(number, dates=frozenset(dates), quarterly=any(p in words for p in _THREE_MONTHS),
                          words=words, **lists)
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+
+from rag.embed.protocol import Encoder
 
 DEFAULT_MAX_ENTRIES = 20_000  # 384-dim float32: about 31 MB of vectors, plus the texts
 
@@ -39,7 +40,7 @@ class VectorCache:
     def __len__(self) -> int:
         return len(self._vectors)
 
-    def encode(self, encoder: Any, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
         """The vectors of `texts` (float32, shape (n, dim)) in input order: cached ones as
         they were, the others from one `encoder.encode` call of the distinct misses."""
         texts = list(texts)

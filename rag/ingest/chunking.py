@@ -19,8 +19,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from rag.embed.protocol import Tokenizes  # the chunker's side of an encoder
 from rag.errors import ConfigError
 from rag.ingest.context import chunk_context, context_cap, cut_at_word, title_part
 from rag.models import Chunk, Document
@@ -31,16 +32,6 @@ CHUNK_NAMESPACE = uuid.UUID("6f1c2a4e-8d5b-4c1e-9a57-3b0e2f7d9c11")
 PAGE_SEPARATOR = "\n\n"
 DEFAULT_CHUNK_SIZE = 256  # encoder tokens, special tokens included
 DEFAULT_CHUNK_OVERLAP = 32
-
-
-class Tokenizes(Protocol):
-    """What the chunker needs from an encoder."""
-
-    max_seq_length: int | None
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
-
-    def token_offsets(self, text: str) -> list[tuple[int, int]]: ...
 
 
 @dataclass

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, PrivateAttr
 
+from rag.embed.protocol import Encoder
 from rag.search import fusion as F
+from rag.search import payload as P
 from rag.errors import ConfigError
 from rag.search.rerank import DEFAULT_RERANK_DEPTH, rerank_order
 from rag.search.routing import DocumentRouter, RouteInfo
@@ -28,10 +30,10 @@ Route = Literal["auto", "off"]
 ROUTES = ("auto", "off")
 DEFAULT_ROUTE: Route = "auto"
 
-INTEGER_KEYS = {"page_start", "page_end", "chunk_index", "char_start", "char_end", "n_tokens",
-                "n_tiktoken", "file_chunks"}
-STRING_KEYS = {"source", "file_hash", "section"}
-FILTER_KEYS = INTEGER_KEYS | STRING_KEYS | {"page"}
+INTEGER_KEYS = set(P.INTEGER_FIELDS)
+STRING_KEYS = set(P.KEYWORD_FIELDS)
+PAGE_KEY = "page"  # a filter, not a field: the chunks whose page range overlaps the value's
+FILTER_KEYS = INTEGER_KEYS | STRING_KEYS | {PAGE_KEY}
 
 # Chosen on SciFact's 809 TRAIN queries (benchmarks/tune_fusion.py: rrf k 5-100, wsf, dbsf,
 # dense weights 0.5-2, 50-300 candidates per leg), among the settings that Qdrant fuses in one
@@ -99,9 +101,9 @@ def parse_filters(items: Sequence[str] | dict[str, Any] | None) -> list[Conditio
         if key not in FILTER_KEYS:
             raise ConfigError(f"unknown filter key '{key}'; known keys: {', '.join(sorted(FILTER_KEYS))}")
         raw = str(raw).strip()
-        if key == "page":
+        if key == PAGE_KEY:
             lo, hi = _int_range(key, raw)
-            out += [Condition(key="page_start", lte=hi), Condition(key="page_end", gte=lo)]
+            out += [Condition(key=P.PAGE_START, lte=hi), Condition(key=P.PAGE_END, gte=lo)]
         elif key in INTEGER_KEYS:
             if "," in raw:
                 out.append(Condition(key=key, any=[_int(key, v) for v in raw.split(",")]))
@@ -109,7 +111,7 @@ def parse_filters(items: Sequence[str] | dict[str, Any] | None) -> list[Conditio
                 lo, hi = _int_range(key, raw)
                 out.append(Condition(key=key, value=lo) if lo == hi else Condition(key=key, gte=lo, lte=hi))
         else:
-            values = [_source(v) if key == "source" else v.strip() for v in raw.split(",")]
+            values = [_source(v) if key == P.SOURCE else v.strip() for v in raw.split(",")]
             out.append(Condition(key=key, value=values[0]) if len(values) == 1 else Condition(key=key, any=values))
     return out
 
@@ -186,7 +188,7 @@ class Retriever:
     "off" searches every document.
     """
 
-    def __init__(self, store: VectorStore, encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
+    def __init__(self, store: VectorStore, encoder: Encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
                  rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
                  candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None,
                  reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH, route: Route = DEFAULT_ROUTE):
@@ -225,7 +227,7 @@ class Retriever:
             "rerank_depth": self.rerank_depth, "route": self.route}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder) -> Retriever:
+    def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder: Encoder) -> Retriever:
         params = dict(data.get("init_parameters", {}))
         params["weights"] = tuple(params.get("weights", (1.0, 1.0)))
         return cls(store, encoder, **params)
@@ -285,7 +287,7 @@ class Retriever:
                 vectors: np.ndarray | None, routes: list[RouteInfo | None]) -> list[SearchResponse]:
         """The chunk search of every query, each restricted to its routed documents."""
         specs = [self._legs(q, None if vectors is None else vectors[i], mode) for i, q in enumerate(queries)]
-        per_query = [base + [Condition(key="source", any=r.documents)] if r is not None and r.routed else base
+        per_query = [base + [Condition(key=P.SOURCE, any=r.documents)] if r is not None and r.routed else base
                      for r in routes]
 
         engine = (mode == "hybrid" and not explain and self.mmr_lambda is None
@@ -350,7 +352,7 @@ class Retriever:
         for q, hits in zip(queries, hit_lists):
             head = hits[:self.rerank_depth]
             spans.append((len(pairs), len(head)))
-            pairs += [(q, h.payload.get("index_text") or h.payload.get("text", "")) for h in head]
+            pairs += [(q, h.payload.get(P.INDEX_TEXT) or h.payload.get(P.TEXT, "")) for h in head]
         scores = self.reranker.score(pairs) if pairs else []
         out_hits, out_ranks = [], []
         for hits, ranks, (start, n) in zip(hit_lists, leg_ranks, spans):
@@ -401,11 +403,11 @@ class Retriever:
         for rank, h in enumerate(hits, 1):
             p = h.payload
             legs = {name: r[h.id] for name, r in (leg_ranks or {}).items() if h.id in r}
-            results.append(SearchResult(rank=rank, id=h.id, score=h.score, text=p.get("text", ""),
-                                        source=p.get("source", ""), page_start=p.get("page_start", 1),
-                                        page_end=p.get("page_end", 1), section=p.get("section"),
-                                        file_hash=p.get("file_hash"), chunk_index=p.get("chunk_index"),
-                                        char_start=p.get("char_start"), char_end=p.get("char_end"),
+            results.append(SearchResult(rank=rank, id=h.id, score=h.score, text=p.get(P.TEXT, ""),
+                                        source=p.get(P.SOURCE, ""), page_start=p.get(P.PAGE_START, 1),
+                                        page_end=p.get(P.PAGE_END, 1), section=p.get(P.SECTION),
+                                        file_hash=p.get(P.FILE_HASH), chunk_index=p.get(P.CHUNK_INDEX),
+                                        char_start=p.get(P.CHAR_START), char_end=p.get(P.CHAR_END),
                                         legs=legs))
         return SearchResponse(query=query, mode=mode, fusion=self.fusion if mode == "hybrid" else None,
                               results=results, notes=notes, route=route)

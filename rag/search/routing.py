@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field
 
 from rag.ingest.context import SECTION_JOIN, file_title
 from rag.search.analyzer import Analyzer
+from rag.search.payload import CONTEXT, SOURCE, TEXT
 from rag.search.store import Condition, VectorStore
 
 COUNT_SECONDS = 1.0  # a collection other processes write is counted at most this often
@@ -170,8 +171,8 @@ class DocumentRouter:
         writer; else the point count too, counted at most every COUNT_SECONDS (or after a write
         through this handle), since counting on every query costs a store call each (an exact
         count: 0.2 ms at 1.7k points, holding the GIL in the embedded engine, more on a server)."""
-        revision = getattr(self.store, "revision", None)
-        if revision is not None and getattr(self.store, "sole_writer", False):
+        revision = self.store.revision
+        if revision is not None and self.store.sole_writer:
             return (revision,)
         now = time.monotonic()
         counted = self._counted
@@ -191,7 +192,7 @@ class DocumentRouter:
             return self._index
 
     def _build(self, key: tuple) -> DocumentIndex:
-        chunks: Counter[str] = Counter(p.get("source", "") for _, p in self.store.payloads(["source"]))
+        chunks: Counter[str] = Counter(p.get(SOURCE, "") for _, p in self.store.payloads([SOURCE]))
         chunks.pop("", None)
         index = DocumentIndex(key=key)
         if len(chunks) < 2:
@@ -204,11 +205,11 @@ class DocumentRouter:
             return index
         contexts: dict[str, list[str]] = defaultdict(list)
         texts: list[tuple[str, str]] = []
-        for _, p in self.store.payloads(["source", "context", "text"]):
-            source = p.get("source", "")
+        for _, p in self.store.payloads([SOURCE, CONTEXT, TEXT]):
+            source = p.get(SOURCE, "")
             if source:
-                contexts[source].append(p.get("context") or "")
-                texts.append((source, p.get("text") or ""))
+                contexts[source].append(p.get(CONTEXT) or "")
+                texts.append((source, p.get(TEXT) or ""))
         for source in sorted(chunks):
             name, title = file_title(source), document_title(contexts.get(source, []))
             words = self.analyzer.words
@@ -254,7 +255,7 @@ class DocumentRouter:
             return RouteInfo(routed=False, reason=index.disabled)
         allowed = set(range(len(index.documents)))
         for c in filters:
-            if c.key == "source":
+            if c.key == SOURCE:
                 values = set(c.any) if c.any is not None else {c.value}
                 allowed &= {i for i, d in enumerate(index.documents) if d.source in values}
         considered = len(allowed)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from rag.errors import ConfigError, ModelMismatchError
 from rag.models import Chunk
+from rag.search.payload import FILE_CHUNKS, FILE_HASH
 
 SCHEMA_VERSION = 1
 
@@ -89,14 +90,20 @@ class FileVersion(BaseModel):
 
 
 class VectorStore(Protocol):
-    """One collection holding dense vectors, the chunk text with a BM25 index, and metadata."""
+    """One collection holding dense vectors, the chunk text with a BM25 index, and metadata.
+
+    `revision` and `sole_writer` say when a cache of the collection's contents (document
+    routing's descriptors) is stale. Both have defaults, which a store that inherits this class
+    (as the Qdrant engines do) gets without a word: a store that keeps no revision and may
+    have other writers is counted (count()) to see that it changed."""
 
     name: str
     info: CollectionInfo
-    # Optional: `revision`, a number that changes with every write or delete made through this
-    # handle, and `sole_writer`, True when every write to the collection goes through this
-    # handle (a store one process holds). Document routing rebuilds its descriptors when the
-    # revision moves, or, when other processes may write, when count() does.
+    #: A number that changes with every write or delete made through this handle; None: not kept.
+    revision: int | None = None
+    #: Every write to the collection goes through this handle (a store one process holds, its
+    #: folder locked), so an unchanged revision means an unchanged collection.
+    sole_writer: bool = False
 
     def file_versions(self, source: str) -> list[FileVersion]: ...
 
@@ -140,8 +147,8 @@ def versions_from_payloads(payloads: Iterable[dict | None]) -> list[FileVersion]
     versions: dict[str, FileVersion] = {}
     for p in payloads:
         p = p or {}
-        h = p.get("file_hash", "")
-        v = versions.setdefault(h, FileVersion(file_hash=h, points=0, expected=int(p.get("file_chunks", -1))))
+        h = p.get(FILE_HASH, "")
+        v = versions.setdefault(h, FileVersion(file_hash=h, points=0, expected=int(p.get(FILE_CHUNKS, -1))))
         v.points += 1
     return list(versions.values())
 

@@ -3,7 +3,9 @@
 // It talks to the same server as any OpenAI client does: GET /v1/models for the collections,
 // POST /v1/chat/completions with stream: true, read as server-sent events from fetch()'s
 // ReadableStream. The first chunk carries the numbered `sources`, the middle ones the text,
-// the last the `citations`, `grounding` and backend; an `error` chunk ends a failed answer.
+// the last the `citations` (with the spans of the citation markers in the streamed text: the
+// page has no citation grammar of its own), `grounding` and backend; an `error` chunk ends a
+// failed answer.
 // Uploads: POST /v1/documents (multipart), then GET /v1/jobs/ID until the job ends; the
 // document list is GET /v1/documents.
 // Model output is only ever put into the page as text (textContent, text nodes), never as
@@ -170,24 +172,31 @@ $("upload-form").addEventListener("submit", (event) => {
 
 // ------------------------------------------------------------------ one turn of the chat
 
-// The answer's text with each [n] that names a source turned into a button; other text
-// (and an [n] naming no source) stays text.
+// The answer's text. Once the last chunk has come, each citation marker the server found in
+// it (`turn.spans`: offsets in code points into exactly the streamed text) that names a source
+// becomes one button, its text as written ("[1, 2]", "[1-3]"), showing the sources it names;
+// a marker naming no source stays text, and so does every marker while the text streams.
 function renderAnswer(turn) {
+  if (!turn.spans) {
+    turn.answer.replaceChildren(document.createTextNode(turn.text));
+    return;
+  }
+  const chars = Array.from(turn.text); // code points, as the spans count them
   const parts = [];
   let last = 0;
-  for (const match of turn.text.matchAll(/\[(\d+)\]/g)) {
-    const source = turn.sources.get(Number(match[1]));
-    if (!source) continue;
-    parts.push(document.createTextNode(turn.text.slice(last, match.index)));
-    const marker = el("button", "cite", `[${source.n}]`);
+  for (const span of turn.spans) {
+    const sources = [...new Set(span.passages)].map((n) => turn.sources.get(n)).filter(Boolean);
+    if (!sources.length || span.start < last || span.end > chars.length) continue;
+    parts.push(document.createTextNode(chars.slice(last, span.start).join("")));
+    const marker = el("button", "cite", chars.slice(span.start, span.end).join(""));
     marker.type = "button";
-    marker.dataset.n = String(source.n);
-    marker.title = fileName(source.source);
-    marker.addEventListener("click", () => showSource(turn, source));
+    marker.dataset.n = sources.map((s) => s.n).join(" ");
+    marker.title = sources.map((s) => fileName(s.source)).join(", ");
+    marker.addEventListener("click", () => showSources(turn, sources));
     parts.push(marker);
-    last = match.index + match[0].length;
+    last = span.end;
   }
-  parts.push(document.createTextNode(turn.text.slice(last)));
+  parts.push(document.createTextNode(chars.slice(last).join("")));
   turn.answer.replaceChildren(...parts);
 }
 
@@ -195,7 +204,11 @@ function fileName(path) {
   return path.split(/[\\/]/).pop() || path;
 }
 
-function showSource(turn, source) {
+function showSources(turn, sources) {
+  turn.card.replaceChildren(...sources.map(sourceCard));
+}
+
+function sourceCard(source) {
   const card = el("article", "source-card");
   card.dataset.n = String(source.n);
   const head = el("header");
@@ -209,7 +222,7 @@ function showSource(turn, source) {
   close.addEventListener("click", () => card.remove());
   head.append(close);
   card.append(head, el("p", "passage", source.text));
-  turn.card.replaceChildren(card);
+  return card;
 }
 
 function showChecks(turn, chunk) {
@@ -248,7 +261,7 @@ function followAnswer() {
 function newTurn(question) {
   const node = el("section", "turn");
   const turn = {
-    node, text: "", sources: new Map(),
+    node, text: "", sources: new Map(), spans: null,
     answer: el("div", "answer"), card: el("div", "card"), checks: el("div", "checks"), meta: el("p", "meta"),
   };
   node.append(el("p", "question", question), turn.answer, turn.card, turn.checks, turn.meta);
@@ -290,6 +303,7 @@ function handleChunk(turn, chunk) {
     renderAnswer(turn);
   }
   if (choice && choice.finish_reason) {
+    turn.spans = (chunk.citations && chunk.citations.spans) || null;
     renderAnswer(turn);
     showChecks(turn, { ...chunk, finish_reason: choice.finish_reason });
   }
