@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from rag.search.payload import TEXT
 from rag.search.store import CollectionInfo, VectorStore
 
 DEFAULT_STORE_DIR = "rag_store"
@@ -97,12 +98,12 @@ def collection_texts(settings: StoreSettings) -> list[str]:
     """The chunk texts stored in a collection (for `rag adapt`)."""
     vs = open_store(settings)
     try:
-        return [t for _, payload in vs.payloads(["text"]) if (t := payload.get("text"))]
+        return [t for _, payload in vs.payloads([TEXT]) if (t := payload.get(TEXT))]
     finally:
         vs.close()
 
 
-def collection_points(settings: StoreSettings, fields: tuple[str, ...] = ("text",), batch: int = 1024):
+def collection_points(settings: StoreSettings, fields: tuple[str, ...] = (TEXT,), batch: int = 1024):
     """(point ids, payloads with `fields`, stored vectors L2-normalised) of a collection, read
     back without encoding (for `rag mine` and `rag cluster` over a collection)."""
     import numpy as np

@@ -394,7 +394,11 @@ def test_generated_answer_through_the_llm_with_sources(server_b, fake_llm):
     extra = done.model_extra
     assert extra["backend"] == "openai-compatible" and extra["kind"] == "generated"
     assert "configured base URL" in extra["backend_origin"] and "model fake-model" in extra["backend_origin"]
-    assert extra["citations"] == {"valid": [1], "invalid": []} and extra["grounding"]["unsupported"] == 0
+    text = done.choices[0].message.content
+    spans = extra["citations"]["spans"]
+    assert extra["citations"]["valid"] == [1] and extra["citations"]["invalid"] == []
+    assert spans and all(text[s["start"]:s["end"]].startswith("[") and s["passages"] == [1] for s in spans)
+    assert extra["grounding"]["unsupported"] == 0
     assert "$39.7 billion" in extra["sources"][0]["text"]
     sent = [r for r in fake_llm.requests[before:] if r.method == "POST"]
     assert len(sent) == 1 and sent[0].body["stream"] is True

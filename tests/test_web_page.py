@@ -18,7 +18,7 @@ from helpers_ingest import write
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
 from pipelines.server.schemas import ChunkWriter
-from pipelines.server.state import ServeOptions
+from pipelines.server.options import ServeOptions
 from pipelines.stores import StoreSettings
 from rag.answer.prompt import check_citations
 from rag.models import Answer, Passage

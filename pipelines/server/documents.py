@@ -51,6 +51,7 @@ from pipelines.server.security import LimitBody, send_error
 from pipelines.server.jobs import DocumentNotFoundError, document_id
 from pipelines.server.state import ServerState
 from rag.errors import RagError
+from rag.search import payload as payload_fields
 
 ALLOWED_SUFFIXES = (".pdf", ".txt", ".md", ".markdown", ".html", ".htm", ".docx")
 UTF8_SUFFIXES = (".txt", ".md", ".markdown")  # checked as UTF-8 while they arrive
@@ -312,8 +313,8 @@ async def receive_upload(request: Request, state: ServerState) -> dict[str, Any]
 def list_documents(state: ServerState, collection: str | None) -> dict[str, Any]:
     served = state.collection(collection)
     counts: dict[str, int] = {}
-    for _, payload in served.handle.payloads(["source"]):
-        source = payload.get("source")
+    for _, payload in served.handle.payloads([payload_fields.SOURCE]):
+        source = payload.get(payload_fields.SOURCE)
         if source is not None:
             counts[source] = counts.get(source, 0) + 1
     return {"object": "list", "collection": served.name,

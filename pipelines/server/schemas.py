@@ -125,15 +125,6 @@ class Source(BaseModel):
                    score=p.score)
 
 
-class Citations(BaseModel):
-    valid: list[int] = Field(description="the [n] that name a passage, in order of first use")
-    invalid: list[int] = Field(description="the [n] that name no passage of the prompt")
-
-    @classmethod
-    def of(cls, a: Answer) -> Citations:
-        return cls(valid=a.cited, invalid=a.invalid_citations)
-
-
 class CitationSpan(BaseModel):
     """One citation marker of a text: text[start:end] is the marker ("[1, 2]", "[1-3]")."""
 
@@ -143,15 +134,18 @@ class CitationSpan(BaseModel):
     passages: list[int] = Field(description="the passage numbers it names, a list or range expanded")
 
 
-class StreamedCitations(Citations):
-    """The citations of a stream's last chunk, with where each marker stands in the text its
-    content deltas made up, so that a client renders them without a grammar of its own."""
+class Citations(BaseModel):
+    """An answer's citations, and where each marker stands in the text the client was sent (the
+    message's content, or what a stream's content deltas made up), so that a client renders
+    them without a citation grammar of its own."""
 
-    spans: list[CitationSpan] = Field(description="every marker of the streamed text, in order")
+    valid: list[int] = Field(description="the [n] that name a passage, in order of first use")
+    invalid: list[int] = Field(description="the [n] that name no passage of the prompt")
+    spans: list[CitationSpan] = Field(description="every marker of the text sent, in order")
 
     @classmethod
-    def of_stream(cls, a: Answer, streamed: str) -> StreamedCitations:
-        spans = [CitationSpan(start=s.start, end=s.end, passages=list(s.passages)) for s in citation_spans(streamed)]
+    def of(cls, a: Answer, sent: str) -> Citations:
+        spans = [CitationSpan(start=s.start, end=s.end, passages=list(s.passages)) for s in citation_spans(sent)]
         return cls(valid=a.cited, invalid=a.invalid_citations, spans=spans)
 
 
@@ -189,8 +183,9 @@ class AnswerFields(BaseModel):
     notes: list[str]
 
     @classmethod
-    def of(cls, a: Answer, notes: list[str]) -> AnswerFields:
-        return cls(citations=Citations.of(a),
+    def of(cls, a: Answer, notes: list[str], sent: str | None = None) -> AnswerFields:
+        """`sent`: the text the client was sent, when it is not the answer's (a stream's deltas)."""
+        return cls(citations=Citations.of(a, a.text if sent is None else sent),
                    grounding=Grounding(sentences=a.support, unsupported=len(a.unsupported)),
                    backend=a.backend, backend_origin=a.backend_origin, kind=a.kind,
                    standalone_question=a.standalone_question, notes=[*a.notes, *notes])
@@ -282,8 +277,7 @@ class ChunkWriter:
         return self._event([ChunkChoice(delta=Delta(content=piece), finish_reason=None)])
 
     def last(self, answer: Answer, notes: list[str]) -> str:
-        fields = AnswerFields.of(answer, notes).model_dump(mode="json")
-        fields["citations"] = StreamedCitations.of_stream(answer, "".join(self._sent)).model_dump(mode="json")
+        fields = AnswerFields.of(answer, notes, sent="".join(self._sent)).model_dump(mode="json")
         return self._event([ChunkChoice(delta=Delta(), finish_reason=finish_reason(answer))], **fields)
 
     def usage(self, usage: Usage) -> str:

@@ -36,12 +36,12 @@ class SerialisedStore:
         return self._store.info
 
     @property
-    def revision(self) -> object:
-        return getattr(self._store, "revision", None)
+    def revision(self) -> int | None:
+        return self._store.revision
 
     @property
     def sole_writer(self) -> bool:
-        return getattr(self._store, "sole_writer", False)
+        return self._store.sole_writer
 
     # ------------------------------------------------------------------ writes
     def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
