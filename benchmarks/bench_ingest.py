@@ -227,13 +227,17 @@ class Probe:
 def instrument(encoder, probe: Probe):
     """Wrap ingest's internals (in this process only) to time its phases. Skipped, with a note,
     if those internals have changed."""
-    import pipelines.ingest as pi
+    import importlib
 
-    needed = ("_LoaderProcess", "_run", "StoreWriter")
-    if not all(hasattr(pi, n) for n in needed):
+    import pipelines.ingest_loader as loader
+    from pipelines.writer import StoreWriter
+
+    pi = importlib.import_module("pipelines.ingest")  # `import ... as` gives pipelines' re-exported function
+
+    if not (hasattr(pi, "_run") and hasattr(loader, "LoaderProcess") and hasattr(StoreWriter, "_retry")):
         yield False
         return
-    orig_loaded, orig_run, orig_call = pi._LoaderProcess.items, pi._run, pi.StoreWriter.__call__
+    orig_loaded, orig_run, orig_retry = loader.LoaderProcess.items, pi._run, StoreWriter._retry
 
     def loaded(*a, **k):
         gen = orig_loaded(*a, **k)
@@ -249,7 +253,7 @@ def instrument(encoder, probe: Probe):
                 probe.wait += dt
                 if not probe.got_first:
                     probe.first_item += dt  # IDLE ticks before the first file count towards it
-                    probe.got_first = item is not pi.IDLE
+                    probe.got_first = item is not loader.IDLE
                 yield item
         finally:
             gen.close()
@@ -261,10 +265,10 @@ def instrument(encoder, probe: Probe):
         finally:
             probe.run_exit = time.perf_counter()
 
-    def call(self, method, *a):
+    def retry(self, *a):  # every store write, with its retries
         t = time.perf_counter()
         try:
-            return orig_call(self, method, *a)
+            return orig_retry(self, *a)
         finally:
             probe.write += time.perf_counter() - t
 
@@ -279,12 +283,12 @@ def instrument(encoder, probe: Probe):
         finally:
             probe.encode += time.perf_counter() - t
 
-    pi._LoaderProcess.items, pi._run, pi.StoreWriter.__call__ = loaded, run, call
+    loader.LoaderProcess.items, pi._run, StoreWriter._retry = loaded, run, retry
     encoder.encode = encode
     try:
         yield True
     finally:
-        pi._LoaderProcess.items, pi._run, pi.StoreWriter.__call__ = orig_loaded, orig_run, orig_call
+        loader.LoaderProcess.items, pi._run, StoreWriter._retry = orig_loaded, orig_run, orig_retry
         del encoder.encode  # back to the class method
 
 

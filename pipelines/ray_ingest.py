@@ -1,8 +1,9 @@
 """The ingest job on a Ray cluster: the same files, chunk ids, payloads and report as
 `pipelines.ingest.ingest`, with loading and encoding fanned out over the cluster's cores and GPUs.
 
-One row per file through the whole job, so that a file's chunk count is known before its first
-point is written and its old version is deleted only after its new one is complete:
+One row per file through the whole job (`Row`, carrying the file as a `FileInFlight`), so that
+a file's chunk count is known before its first point is written and its old version is deleted
+only after its new one is complete:
 - the driver lists the files, opens (creates) the collection and its indexes, and reads the
   versions the store holds of each source (metadata only);
 - stage 1, a CPU task per file (`prepare_file`): hash, the unchanged-check against those
@@ -12,8 +13,9 @@ point is written and its old version is deleted only after its new one is comple
 - stage 2, a pool of encoder actors (`EncoderActor`: the model loaded once per actor; one GPU
   each when the cluster has GPUs). Stage 1's result goes to the actor by reference, not
   through the driver;
-- stage 3, the writers, through the single-process job's write step (`pipelines.writer.StoreWriter`:
-  a file's points upserted in batches, wait=True for a server, then its other versions deleted).
+- stage 3, the writers, through the single-process job's write-and-settle step
+  (`pipelines.ingest_writes.FileWrites`: a file's points upserted in batches, wait=True for a
+  server, then its other versions deleted; the same outcomes and reasons).
   With a Qdrant server or cluster (`url`): a pool of writer actors (`WriterActor`, one per
   encoder actor by default), each with its own client, writing in parallel; they take the
   encoder's rows by reference, so vectors go from encoder to writer without passing through the
@@ -29,6 +31,7 @@ then simply redone: deterministic ids make that safe. A transient store error is
 backoff by the writer; a file whose write still fails is reported failed, what was written of
 it deleted again, and the job goes on. A killed driver is resumed by running the same command
 again: finished files are then "unchanged". (tests/test_ray_ingest.py kills each of these.)
+The job's start and end (report, collection, index, count) are `pipelines.ingest_job.IngestJob`'s.
 
 Ray is imported here only: `pip install -e ".[ray]"`; the single-process job never imports it.
 """
@@ -38,29 +41,48 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from connectors.qdrant.retry import WriteRetry
-from pipelines.ingest import (DEFAULT_BATCH_SIZE, FileOutcome, IngestReport, _check_open_store, check_file,
-                              list_files, load_and_chunk, open_for_writing, optimize)
+from pipelines.ingest import DEFAULT_BATCH_SIZE, check_file, list_files
+from pipelines.ingest_file import FileInFlight
+from pipelines.ingest_job import IngestJob
+from pipelines.ingest_loader import load_and_chunk
+from pipelines.ingest_report import FileOutcome, IngestReport, unreadable
+from pipelines.ingest_writes import FileWrites
 from pipelines.stores import StoreSettings, open_store
-from pipelines.writer import StoreWriter, delete_failed_reason, upsert_failed_reason
+from pipelines.writer import StoreWriter
 from rag.embed.encoder import SentenceEncoder
-from rag.errors import ConfigError, StoreWriteError
+from rag.errors import ConfigError
 from rag.ingest.chunking import Chunker
 from rag.ingest.loaders import DEFAULT_INCLUDE, source_name
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
-from rag.search.store import TextIndexSettings
+from rag.search.store import TextIndexSettings, VectorStore
 
 STAGE1_RETRIES = 3  # a stage-1 task whose worker died is run again this many times
 ACTOR_RESTARTS = 3  # an encoder or writer actor that died is restarted this many times (its call retried)
 STAGE_SECONDS = ("stage1_s", "stage2_s", "write_s")  # seconds each stage's workers spent, summed (stats)
 
-# Test hook (tests/test_ray_ingest.py): "TEXT:SECONDS" in the workers' environment makes stage 1
-# of each file whose name contains TEXT wait that long first, so that a test can SIGKILL a
-# worker while it is running a task.
-STAGE1_DELAY_ENV = "RAG_TEST_STAGE1_DELAY"
+
+@dataclass
+class Row:
+    """One file through the job. Stage 1 makes it: its outcome when there is nothing to write
+    (unchanged, unreadable, no text), else the file to write; stage 2 adds the file's vectors;
+    stage 3 writes and settles the file, and hands back the outcome and the points written
+    (without the file, which need not travel back)."""
+
+    source: str
+    outcome: FileOutcome | None = None
+    file: FileInFlight | None = None
+    vectors: np.ndarray | None = None
+    chunks_written: int = 0
+    stage1_s: float = 0.0  # seconds each stage spent on it (STAGE_SECONDS)
+    stage2_s: float = 0.0
+    write_s: float = 0.0
 
 
 def _ray():
@@ -80,31 +102,19 @@ def _counter(model: str, max_seq_length: int):
 
 
 def prepare_file(path: str, source: str, versions: list, chunker_cfg: dict, model: str,
-                 max_seq_length: int, ocr: OcrMode) -> dict:
-    """Stage 1 for one file: a row {source, outcome} when there is nothing to write (unchanged,
-    unreadable, no text), else {source, had_old, doc fields, chunks}."""
+                 max_seq_length: int, ocr: OcrMode) -> Row:
+    """Stage 1 for one file: the unchanged-check against the `versions` the store holds of its
+    source, then load and chunk."""
     t0 = time.perf_counter()
-    _test_delay(path)
     done, had_old = check_file(Path(path), source, versions)
-    if done is not None:
-        return {"source": source, "outcome": done, "stage1_s": time.perf_counter() - t0}
-    doc, chunks, reason = load_and_chunk(path, source, Chunker.from_dict(chunker_cfg),
-                                         _counter(model, max_seq_length), ocr)
-    if doc is None or not chunks:
-        return {"source": source, "outcome": FileOutcome(source=source, status="failed",
-                                                         reason=reason or "no text to index after clean-up"),
-                "stage1_s": time.perf_counter() - t0}
-    return {"source": source, "outcome": None, "had_old": had_old, "file_hash": doc.file_hash,
-            "warnings": doc.warnings, "ocr_pages": doc.ocr_pages, "chunks": chunks,
-            "stage1_s": time.perf_counter() - t0}
-
-
-def _test_delay(path: str) -> None:
-    spec = os.environ.get(STAGE1_DELAY_ENV)
-    if spec:
-        text, _, seconds = spec.rpartition(":")
-        if text and text in Path(path).name:
-            time.sleep(float(seconds))
+    if done is None:
+        doc, chunks, reason = load_and_chunk(path, source, Chunker.from_dict(chunker_cfg),
+                                             _counter(model, max_seq_length), ocr)
+        if doc is not None and chunks:
+            return Row(source, file=FileInFlight.read(source, doc, chunks, had_old),
+                       stage1_s=time.perf_counter() - t0)
+        done = unreadable(source, reason)
+    return Row(source, outcome=done, stage1_s=time.perf_counter() - t0)
 
 
 class EncoderActor:
@@ -118,11 +128,11 @@ class EncoderActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def encode(self, row: dict) -> dict:
+    def encode(self, row: Row) -> Row:
         t0 = time.perf_counter()
-        if row.get("chunks"):
-            row["vectors"] = self.encoder.encode([c.indexed_text for c in row["chunks"]])
-        row["stage2_s"] = time.perf_counter() - t0
+        if row.file is not None:
+            row.vectors = self.encoder.encode([c.indexed_text for c in row.file.chunks])
+        row.stage2_s = time.perf_counter() - t0
         return row
 
 
@@ -139,18 +149,18 @@ class WriterActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def write(self, row: dict) -> dict:
+    def write(self, row: Row) -> Row:
         from pipelines.render import ingest_progress
 
         t0 = time.perf_counter()
         part = IngestReport(collection="")
-        if row["outcome"] is not None:
-            part.outcomes.append(row["outcome"])
+        if row.file is None:
+            part.outcomes.append(row.outcome)
         else:
             with ingest_progress(0, enabled=False) as no_bar:  # the driver shows the job's progress
-                _write_file(row, self.writer, part, self.batch_size, no_bar)
-        return {"outcome": part.outcomes[0], "chunks_written": part.chunks_written, "stage1_s": row["stage1_s"],
-                "stage2_s": row["stage2_s"], "write_s": time.perf_counter() - t0}
+                FileWrites(self.writer, part, no_bar).write_file(row.file, row.vectors, self.batch_size)
+        return Row(row.source, outcome=part.outcomes[0], chunks_written=part.chunks_written, stage1_s=row.stage1_s,
+                   stage2_s=row.stage2_s, write_s=time.perf_counter() - t0)
 
     def close(self) -> None:
         self.store.flush()
@@ -200,43 +210,30 @@ def ingest_ray(
     encoder = encoder or SentenceEncoder()
     store_settings = store or StoreSettings()
     chunker = chunker or Chunker()
-    started = time.perf_counter()
-    report = IngestReport(collection=store_settings.describe())
-    files = list_files(paths, include, exclude, source_name, report)
     stats = {} if stats is None else stats
-    wanted_writers = _writers_wanted(store_settings, vector_store is not None, writers)  # before Ray starts
-    t0 = time.perf_counter()
-    ray, started_ray = _connect(address)
-    stats["ray_start_s"] = time.perf_counter() - t0
-    try:
-        n_encoders, gpus = _pool_size(ray, encoders)
-        n_writers = n_encoders if wanted_writers is None else wanted_writers
-        vs = (open_for_writing(store_settings, encoder, chunker, text_index) if vector_store is None
-              else _check_open_store(vector_store, encoder, chunker))
+    with IngestJob(store_settings, progress) as job:
+        report = job.report
+        files = list_files(paths, include, exclude, source_name, report)
+        wanted_writers = _writers_wanted(store_settings, vector_store is not None, writers)  # before Ray starts
+        t0 = time.perf_counter()
+        ray, started_ray = _connect(address)
+        stats["ray_start_s"] = time.perf_counter() - t0
         try:
-            stages = _Stages(ray, encoder, chunker, n_encoders, gpus, ocr)
-            if n_writers:
-                versions = {source_name(p): vs.file_versions(source_name(p)) for p in files}
-                if not store_settings.url:  # one process's store: the writer actor opens it now
-                    vs.close()
-                    vs = None
-                _run_writers(ray, stages, files, versions, store_settings, n_writers, write_retry, report,
-                             batch_size, progress, stats)
-                vs = vs or open_store(store_settings)
-            else:
-                _run(ray, stages, files, vs, report, batch_size, progress, stats, StoreWriter(vs, write_retry))
-            if report.chunks_written:
-                optimize(vs, progress)
-            vs.flush()
-            report.total_points = vs.count()
+            n_encoders, gpus = _pool_size(ray, encoders)
+            n_writers = n_encoders if wanted_writers is None else wanted_writers
+            with job.collection(encoder, chunker, text_index, vector_store) as vs:
+                stages = _Stages(ray, encoder, chunker, n_encoders, gpus, ocr)
+                if n_writers:
+                    versions = {source_name(p): vs.file_versions(source_name(p)) for p in files}
+                    with job.handed_over():  # an embedded store: the writer actor opens it now
+                        _run_writers(ray, stages, files, versions, store_settings, n_writers, write_retry, report,
+                                     batch_size, progress, stats)
+                else:
+                    _run(ray, stages, files, vs, report, batch_size, progress, stats, StoreWriter(vs, write_retry))
         finally:
-            if vector_store is None and vs is not None:
-                vs.close()
-    finally:
-        if started_ray:
-            ray.shutdown()
-    report.seconds = time.perf_counter() - started
-    return report
+            if started_ray:
+                ray.shutdown()
+    return job.report
 
 
 def _pool_size(ray, encoders: int | None) -> tuple[int, float]:
@@ -288,8 +285,8 @@ class _Stages:
         stats["writers"] = n_writers
 
 
-def _run(ray, stages: _Stages, files: list[Path], vs, report: IngestReport, batch_size: int, progress: bool,
-         stats: dict, write: StoreWriter) -> None:
+def _run(ray, stages: _Stages, files: list[Path], vs: VectorStore, report: IngestReport, batch_size: int,
+         progress: bool, stats: dict, write: StoreWriter) -> None:
     """Stages 1 and 2 on Ray, stage 3 here: the driver writes each file as its row arrives."""
     from ray.util import ActorPool
 
@@ -304,22 +301,23 @@ def _run(ray, stages: _Stages, files: list[Path], vs, report: IngestReport, batc
 
     stages.reset(stats, 0)
     with ingest_progress(len(todo), enabled=progress) as bar:
+        writes = FileWrites(write, report, bar)
         for path, src in todo[:stages.window]:
             submit(path, src)
         queued = todo[stages.window:]
         while pool.has_next():
-            row = pool.get_next_unordered()
+            row: Row = pool.get_next_unordered()
             if queued:
                 submit(*queued.pop(0))
-            stats["stage1_s"] += row["stage1_s"]
-            stats["stage2_s"] += row["stage2_s"]
-            if row["outcome"] is not None:
-                report.outcomes.append(row["outcome"])
+            stats["stage1_s"] += row.stage1_s
+            stats["stage2_s"] += row.stage2_s
+            if row.file is None:
+                report.outcomes.append(row.outcome)
+                bar.advance_file()
             else:
                 t0 = time.perf_counter()
-                _write_file(row, write, report, batch_size, bar)
+                writes.write_file(row.file, row.vectors, batch_size)
                 stats["write_s"] += time.perf_counter() - t0
-            bar.advance_file()
 
 
 def _run_writers(ray, stages: _Stages, files: list[Path], versions: dict, settings: StoreSettings, n_writers: int,
@@ -351,14 +349,14 @@ def _run_writers(ray, stages: _Stages, files: list[Path], versions: dict, settin
             queued = todo[stages.window:]
             while pending:
                 done, pending[:] = ray.wait(pending, num_returns=1)
-                result = ray.get(done[0])
+                row: Row = ray.get(done[0])
                 if queued:
                     submit(*queued.pop(0))
                 for key in STAGE_SECONDS:
-                    stats[key] += result[key]
-                report.outcomes.append(result["outcome"])
-                report.chunks_written += result["chunks_written"]
-                bar.advance_chunks(result["chunks_written"])
+                    stats[key] += getattr(row, key)
+                report.outcomes.append(row.outcome)
+                report.chunks_written += row.chunks_written
+                bar.advance_chunks(row.chunks_written)
                 bar.advance_file()
     finally:
         try:
@@ -367,31 +365,3 @@ def _run_writers(ray, stages: _Stages, files: list[Path], versions: dict, settin
             for w in writers:
                 ray.kill(w)
 
-
-def _write_file(row: dict, write, report: IngestReport, batch_size: int, bar) -> None:
-    """Stage 3 for one file: its points in batches, then its other versions deleted (last, so
-    that until here the old copy stays searchable). A write that fails for good (after the
-    writer's retries) fails this file only, as in the single-process job."""
-    src, chunks, vectors = row["source"], row["chunks"], row["vectors"]
-    totals = {src: len(chunks)}
-    written = 0
-    try:
-        for start in range(0, len(chunks), batch_size):
-            batch = chunks[start:start + batch_size]
-            write("upsert", batch, vectors[start:start + batch_size], totals)
-            written += len(batch)
-            report.chunks_written += len(batch)
-            bar.advance_chunks(len(batch))
-    except StoreWriteError as e:
-        report.chunks_written -= written
-        report.outcomes.append(FileOutcome(source=src, status="failed",
-                                           reason=upsert_failed_reason(write, src, row["file_hash"], e)))
-        return
-    try:
-        write("delete_other_versions", src, row["file_hash"])
-    except StoreWriteError as e:
-        report.outcomes.append(FileOutcome(source=src, status="failed", chunks=len(chunks),
-                                           reason=delete_failed_reason(e)))
-        return
-    report.outcomes.append(FileOutcome(source=src, status="replaced" if row["had_old"] else "ingested",
-                                       chunks=len(chunks), warnings=row["warnings"], ocr_pages=row["ocr_pages"]))

@@ -131,7 +131,7 @@ def rag_command() -> list[str]:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAG_FAULT_KILL_AFTER_WRITES"}
+    env = dict(os.environ)
     # Wide enough that rich does not fold file paths; one torch thread per job, since the
     # tests run several jobs side by side.
     env.update(COLUMNS="250", OMP_NUM_THREADS="1")
@@ -139,11 +139,14 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_rag(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
-    """Start `rag ARGS`. Its output goes to files, not pipes: a child process that outlived it
-    (what the crash tests look for) would hold a pipe open and hang the test."""
+def start_rag(args: list[str], cwd: Path, kill_after_writes: int | None = None, **env: str) -> subprocess.Popen:
+    """Start `rag ARGS`; with `kill_after_writes`, one that SIGKILLs itself once that many store
+    writes have landed (tests/kill_after_writes.py). Its output goes to files, not pipes: a child
+    process that outlived it (what the crash tests look for) would hold a pipe open and hang the test."""
+    command = rag_command() if kill_after_writes is None else [
+        sys.executable, str(Path(__file__).with_name("kill_after_writes.py")), str(kill_after_writes)]
     out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(rag_command() + args, cwd=cwd, env=cli_env(**env), stdout=out, stderr=err)
+    proc = subprocess.Popen(command + args, cwd=cwd, env=cli_env(**env), stdout=out, stderr=err)
     proc.output_files = (out, err)
     return proc
 

@@ -2,7 +2,8 @@
 run repairs to exactly what a clean ingest of the same files gives, and the killed job's
 loader process does not outlive it.
 
-The job kills itself after N store writes when $RAG_FAULT_KILL_AFTER_WRITES=N. From a store
+The job is `rag ingest` run by tests/kill_after_writes.py, which SIGKILLs it once N store writes
+have landed. From a store
 holding version 1 of {a.txt, b.md, e.txt}, the folder changes to: a.txt unchanged, b.md
 rewritten (4 chunks -> 5, all different), d.txt new (5 chunks), e.txt deleted (--prune).
 With --batch-size 4 the second run makes exactly these writes:
@@ -32,7 +33,7 @@ import pytest
 
 from helpers_ingest import (CLI_CHUNKING, Snapshot, cli_env, copy_store, edge_settings, finish, sentences,
                             sha256, small_chunker, snapshot, src, start_rag, wait_gone, write)
-from pipelines.ingest import FAULT_ENV, ingest
+from pipelines.ingest import ingest
 from pipelines.stores import StoreSettings
 
 pytestmark = pytest.mark.slow
@@ -80,38 +81,35 @@ def api_ingest(docs: Path, settings: StoreSettings, encoder):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory, encoder):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(FAULT_ENV, raising=False)
-        root = tmp_path_factory.mktemp("crash")
-        docs = root / "docs"
-        files = write(docs, V1)
-        hashes = {"a": sha256(files["a.txt"]), "b1": sha256(files["b.md"]), "e": sha256(files["e.txt"])}
-        base = edge_settings(root / "base")
-        r = api_ingest(docs, base, encoder)
-        assert r.counts()["ingested"] == 3 and r.total_points == 8, r
-        base_snap = snapshot(base)
-        assert base_snap.versions(src(files["b.md"])) == {hashes["b1"]: (4, 4)}
+    root = tmp_path_factory.mktemp("crash")
+    docs = root / "docs"
+    files = write(docs, V1)
+    hashes = {"a": sha256(files["a.txt"]), "b1": sha256(files["b.md"]), "e": sha256(files["e.txt"])}
+    base = edge_settings(root / "base")
+    r = api_ingest(docs, base, encoder)
+    assert r.counts()["ingested"] == 3 and r.total_points == 8, r
+    base_snap = snapshot(base)
+    assert base_snap.versions(src(files["b.md"])) == {hashes["b1"]: (4, 4)}
 
-        files.update(write(docs, V2))
-        files["e.txt"].unlink()
-        hashes.update(b2=sha256(files["b.md"]), d=sha256(files["d.txt"]))
+    files.update(write(docs, V2))
+    files["e.txt"].unlink()
+    hashes.update(b2=sha256(files["b.md"]), d=sha256(files["d.txt"]))
 
-        # The killed runs, all at once.
-        procs, stores, markers = {}, {}, {}
-        for n in KILL_POINTS:
-            stores[n] = copy_store(base, root / f"kill-{n}")
-            markers[n] = f"{MARKER}={uuid.uuid4()}"
-            key, value = markers[n].split("=")
-            procs[n] = start_rag(ingest_args(docs, stores[n]), cwd=root,
-                                 **{FAULT_ENV: str(n), key: value})
+    # The killed runs, all at once.
+    procs, stores, markers = {}, {}, {}
+    for n in KILL_POINTS:
+        stores[n] = copy_store(base, root / f"kill-{n}")
+        markers[n] = f"{MARKER}={uuid.uuid4()}"
+        key, value = markers[n].split("=")
+        procs[n] = start_rag(ingest_args(docs, stores[n]), cwd=root, kill_after_writes=n, **{key: value})
 
-        # Meanwhile, the reference: a clean ingest of the changed folder into a fresh store.
-        clean = edge_settings(root / "clean")
-        api_ingest(docs, clean, encoder)
-        lab = Lab(docs=docs, sources={name: src(p) for name, p in files.items()}, hashes=hashes,
-                  clean=snapshot(clean), stores=stores, markers=markers)
-        lab.runs = {n: finish(p) for n, p in procs.items()}
-        yield lab
+    # Meanwhile, the reference: a clean ingest of the changed folder into a fresh store.
+    clean = edge_settings(root / "clean")
+    api_ingest(docs, clean, encoder)
+    lab = Lab(docs=docs, sources={name: src(p) for name, p in files.items()}, hashes=hashes,
+              clean=snapshot(clean), stores=stores, markers=markers)
+    lab.runs = {n: finish(p) for n, p in procs.items()}
+    return lab
 
 
 def test_clean_reference(lab):
@@ -146,8 +144,7 @@ def expected_repair(lab: Lab, n: int) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("n", KILL_POINTS)
-def test_killed_run_is_repaired_by_the_next_run(lab, encoder, monkeypatch, n):
-    monkeypatch.delenv(FAULT_ENV, raising=False)
+def test_killed_run_is_repaired_by_the_next_run(lab, encoder, n):
     run = lab.runs[n]
     assert run.returncode == -signal.SIGKILL, f"rc={run.returncode}\n{run.stdout}\n{run.stderr}"
     assert_nothing_left(lab.markers[n])
@@ -186,7 +183,7 @@ BULKY = ("International organizations administration responsibilities understand
 ORPHAN_LOADER = """
 import os, signal, sys, time
 import multiprocessing as mp
-from pipelines.ingest import _loader_main
+from pipelines.ingest_loader import loader_main
 from rag.ingest.chunking import Chunker
 from rag.embed.encoder import DEFAULT_MODEL
 
@@ -194,7 +191,7 @@ if __name__ == "__main__":
     paths = sys.argv[1:]
     ctx = mp.get_context("spawn")
     requests, q = ctx.Queue(), ctx.Queue(maxsize=8)
-    proc = ctx.Process(target=_loader_main, daemon=True,
+    proc = ctx.Process(target=loader_main, daemon=True,
                        args=(requests, q, Chunker().to_dict(), DEFAULT_MODEL, os.getpid()))
     proc.start()
     requests.put((paths, 256))

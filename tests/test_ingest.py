@@ -10,16 +10,10 @@ import pytest
 
 from helpers_ingest import (edge_settings, local_settings, sentences, sha256, small_chunker, snapshot,
                             src, text_index_for, write)
-from pipelines.ingest import FAULT_ENV, ingest
+from pipelines.ingest import ingest
 from pipelines.stores import open_store
 
 BINARY = bytes(range(256)) * 8
-
-
-@pytest.fixture(autouse=True)
-def _no_fault_injection(monkeypatch):
-    monkeypatch.delenv(FAULT_ENV, raising=False)
-
 
 def run(paths, settings, encoder, **kw):
     return ingest(paths, encoder=encoder, store=settings, chunker=small_chunker(),

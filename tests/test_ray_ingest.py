@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+import slow_stage1
 from helpers_ingest import CLI_CHUNKING, edge_settings, finish, sentences, small_chunker, start_rag, write
-from pipelines.ingest import FAULT_ENV, ingest
+from pipelines.ingest import ingest
 from pipelines.stores import StoreSettings, open_store
 from rag.errors import ConfigError
 
@@ -58,7 +59,8 @@ print("ray" in sys.modules)
 try:
     import ray
 
-    from pipelines.ray_ingest import STAGE1_DELAY_ENV, ingest_ray
+    from pipelines import ray_ingest
+    from pipelines.ray_ingest import ingest_ray
 except ImportError:
     ray = None
 needs_ray = pytest.mark.skipif(ray is None, reason='Ray is an optional extra: pip install -e ".[ray]"')
@@ -72,23 +74,21 @@ def points(settings) -> dict[str, dict]:
         store.close()
 
 
-SLOW_STAGE1 = "slow-"  # stage 1 of files named slow-* waits SLOW_SECONDS in this cluster's workers
-SLOW_SECONDS = 3.0
+SLOW_STAGE1 = slow_stage1.SLOW  # stage 1 of files named slow-* waits SLOW_SECONDS in this cluster's jobs
+SLOW_SECONDS = slow_stage1.SECONDS
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    # The workers inherit the environment of the raylet that ray.init starts.
-    before = os.environ.get(STAGE1_DELAY_ENV)
-    os.environ[STAGE1_DELAY_ENV] = f"{SLOW_STAGE1}:{SLOW_SECONDS}"
-    try:
+    """A local cluster whose jobs started in this process run stage 1 through tests/slow_stage1.py
+    (its workers import it by name: they inherit the raylet's environment, so its PYTHONPATH)."""
+    with pytest.MonkeyPatch.context() as mp:
+        here = str(Path(__file__).resolve().parent)
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    finally:
-        if before is None:
-            del os.environ[STAGE1_DELAY_ENV]
-        else:
-            os.environ[STAGE1_DELAY_ENV] = before
-    yield ray.get_runtime_context().gcs_address
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ray_ingest, "prepare_file", slow_stage1.prepare_file)
+        yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
 
@@ -173,7 +173,7 @@ def test_driver_killed_mid_job_then_rerun_gives_the_same_points(cluster, lab, tm
     store = tmp_path / "ray"
     args = ["ingest", str(docs), "--ray", cluster, "--store", str(store), "--collection", "docs",
             "--no-progress", "--json", *CLI_CHUNKING]
-    killed = finish(start_rag(args, cwd=tmp_path, **{FAULT_ENV: "3"}))  # SIGKILLs itself after 3 writes
+    killed = finish(start_rag(args, cwd=tmp_path, kill_after_writes=3))  # SIGKILLs itself after 3 writes
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     partial = points(edge_settings(store))
     assert partial and set(partial) < set(ref_points)
