@@ -9,6 +9,7 @@ import numpy as np
 from pipelines.ingest_report import IngestReport, NearDuplicate
 from rag.embed.similarity import best_earlier
 from rag.models import Chunk
+from rag.search.payload import CHUNK_INDEX, SOURCE, TEXT
 from rag.search.store import Leg, QuerySpec, VectorStore
 
 
@@ -52,10 +53,10 @@ class NearDuplicates:
             for i, hits in zip(todo, self.store.query_batch(specs)):
                 key = _same_text_key(chunks[i].text)
                 for h in hits:
-                    if h.payload.get("source") == chunks[i].source:
+                    if h.payload.get(SOURCE) == chunks[i].source:
                         continue
-                    if h.score >= self.threshold or _same_text_key(h.payload.get("text", "")) == key:
-                        found[i] = (h.payload.get("source", ""), int(h.payload.get("chunk_index", -1)), h.score)
+                    if h.score >= self.threshold or _same_text_key(h.payload.get(TEXT, "")) == key:
+                        found[i] = (h.payload.get(SOURCE, ""), int(h.payload.get(CHUNK_INDEX, -1)), h.score)
                         break
         keep = []
         for c, f in zip(chunks, found):
