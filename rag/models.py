@@ -57,12 +57,24 @@ class Chunk(BaseModel):
     context: str | None = Field(None, description="the document context put in front of the text "
                                 "that is embedded and indexed (rag.ingest.context): None when the "
                                 "chunker ran without context, '' when it had nothing to say")
+    units: list[tuple[int, int]] | None = Field(None, description="(start, end) offsets into text "
+                                                "of the units that get a vector each "
+                                                "(rag.ingest.units); None when the chunker made none")
 
     @property
     def indexed_text(self) -> str:
         """What is embedded and indexed for BM25: the context, a blank line, the text (the blank
         line as in a BEIR passage's title and text); the text alone without a context."""
-        return f"{self.context}{CONTEXT_SEPARATOR}{self.text}" if self.context else self.text
+        return self.with_context(self.text)
+
+    @property
+    def unit_texts(self) -> list[str]:
+        """What is embedded for each unit: the context and the unit's text, as indexed_text is
+        made from the chunk's text."""
+        return [self.with_context(self.text[a:b]) for a, b in self.units or ()]
+
+    def with_context(self, text: str) -> str:
+        return f"{self.context}{CONTEXT_SEPARATOR}{text}" if self.context else text
 
 
 class Passage(BaseModel):

@@ -246,7 +246,8 @@ def test_chunk_documents_and_serialisation(encoder):
     assert [c.source for c in chunks] == ["/a.txt", "/b.txt"]
     chunker = Chunker(chunk_size=100, chunk_overlap=10)
     assert Chunker.from_dict(chunker.to_dict()).to_dict() == chunker.to_dict() == {
-        "type": "Chunker", "init_parameters": {"chunk_size": 100, "chunk_overlap": 10, "context": True}}
+        "type": "Chunker", "init_parameters": {"chunk_size": 100, "chunk_overlap": 10, "context": True,
+                                               "sentence_vectors": True}}
 
 
 def test_the_sentence_rule():

@@ -12,6 +12,9 @@ rag.ingest.context) in front of the text that is embedded and indexed (Chunk.ind
 tokens count against `chunk_size` like the text's: context + text fit the chunk size, special
 tokens included, and the context is capped at a quarter of it. Chunk.text, and so the chunk id,
 is cut from the document as without context.
+
+With `sentence_vectors` (the default), each chunk also lists its units (rag.ingest.units:
+sentences and lines, at most 128 tokens), which are embedded on their own beside it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from rag.embed.protocol import Tokenizes  # the chunker's side of an encoder
 from rag.errors import ConfigError
 from rag.ingest.context import chunk_context, context_cap, cut_at_word, title_part
+from rag.ingest.units import split_at_tokens, unit_spans
 from rag.models import Chunk, Document
 from rag.text.sentences import sentence_spans
 from rag.text.tokens import count_tiktoken
@@ -69,18 +73,21 @@ class Chunker:
     chunk_overlap: tokens of trailing sentences repeated at the start of the next chunk.
     context: put the document's title and the chunk's section in front of what is embedded and
     indexed (Chunk.context, Chunk.indexed_text); False gives the chunks of before, context None.
+    sentence_vectors: mark each chunk's units (rag.ingest.units, Chunk.units), which are
+    embedded beside it; False gives the chunks of before, units None.
     """
 
     def __init__(self, chunk_size: int | None = DEFAULT_CHUNK_SIZE, chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
-                 context: bool = True):
+                 context: bool = True, sentence_vectors: bool = True):
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.context = context
+        self.sentence_vectors = sentence_vectors
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Chunker",
                 "init_parameters": {"chunk_size": self.chunk_size, "chunk_overlap": self.chunk_overlap,
-                                    "context": self.context}}
+                                    "context": self.context, "sentence_vectors": self.sentence_vectors}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chunker:
@@ -112,7 +119,7 @@ class Chunker:
         room = {sec: budget - (contexts.reserve(sec) if contexts else 0) for _, _, _, sec in pages}
         units = self._units(text, pages, encoder, room, special)
         groups = self._pack(units, room)
-        chunks = self._make_chunks(doc, text, groups, encoder, size, contexts)
+        chunks = self._make_chunks(doc, text, groups, encoder, size, special, contexts)
         return chunks
 
     def _units(self, text, pages, encoder: Tokenizes, room: dict[str | None, int], special: int) -> list[_Unit]:
@@ -129,7 +136,7 @@ class Chunker:
                 units.append(_Unit(s, e, page, section, n, part))
             else:
                 units.extend(_Unit(a, b, page, section, k, part)
-                             for a, b, k in _split_long(text, s, e, encoder, budget, special))
+                             for a, b, k in split_at_tokens(text, s, e, encoder, budget, special))
         return units
 
     def _pack(self, units: list[_Unit], room: dict[str | None, int]) -> list[list[_Unit]]:
@@ -169,7 +176,7 @@ class Chunker:
         return kept if len(kept) < len(group) else []
 
     def _make_chunks(self, doc: Document, text: str, groups: list[list[_Unit]],
-                     encoder: Tokenizes, size: int, contexts: _Contexts | None) -> list[Chunk]:
+                     encoder: Tokenizes, size: int, special: int, contexts: _Contexts | None) -> list[Chunk]:
         def draft(g: list[_Unit]) -> Chunk:
             """The group's chunk with everything but its index and token counts."""
             start, end = g[0].start, g[-1].end
@@ -178,7 +185,9 @@ class Chunker:
                          file_hash=doc.file_hash, chunk_index=0, page_start=g[0].page,
                          page_end=g[-1].page, section=g[0].section, char_start=start, char_end=end,
                          text=body, n_tokens=0, n_tiktoken=0,
-                         context=None if contexts is None else contexts.of(g[0].section, body))
+                         context=None if contexts is None else contexts.of(g[0].section, body),
+                         units=unit_spans(body, [(u.start - start, u.end - start, u.tokens) for u in g],
+                                          encoder, special) if self.sentence_vectors else None)
 
         drafts = [draft(g) for g in groups]
         counts = encoder.count_tokens([c.indexed_text for c in drafts])
@@ -239,35 +248,6 @@ def _halve(group: list[_Unit], measure, size: int) -> list[list[_Unit]]:
     out = []
     for part in (group[:mid], group[mid:]):
         out.extend([part] if measure(part) <= size else _halve(part, measure, size))
-    return out
-
-
-def _split_long(text: str, start: int, end: int, encoder: Tokenizes,
-                budget: int, special: int) -> list[tuple[int, int, int]]:
-    """Cut one over-long sentence into pieces of at most `budget` content tokens, using the
-    tokenizer's character offsets; a cut moves back to a space when one is within reach."""
-    piece = text[start:end]
-    offsets = encoder.token_offsets(piece)
-    out, i, n = [], 0, len(offsets)
-    while i < n:
-        j = min(i + budget, n)
-        if j < n:
-            # back off to a token that starts a word, so words are not split
-            k = j
-            while k > i + budget // 2 and not (offsets[k][0] > 0 and piece[offsets[k][0] - 1].isspace()):
-                k -= 1
-            if k > i + budget // 2:
-                j = k
-        # A piece cut inside a word can take more tokens on its own ("##xy" becomes "x", "##y"):
-        # count it as the encoder will see it and give back the excess.
-        while True:
-            a, b = offsets[i][0], offsets[j - 1][1]
-            k = encoder.count_tokens([piece[a:b]])[0] - special
-            if k <= budget or j - i == 1:
-                break
-            j -= min(k - budget, j - i - 1)
-        out.append((start + a, start + b, k))
-        i = j
     return out
 
 
