@@ -17,6 +17,7 @@ model = "sentence-transformers/all-MiniLM-L6-v2"
 size = 256
 overlap = 32
 context = true             # document title and section in front of what is embedded and indexed
+sentence_vectors = true    # each sentence of a chunk embedded too; the dense leg scores the best one
 
 [ingest]
 exclude = ["drafts/*"]
@@ -114,11 +115,13 @@ class ChunkingConfig(_Section):
     overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0)
     context: bool = Field(True, description="document context (title, section) embedded and indexed "
                           "with each chunk; fixed per collection")
+    sentence_vectors: bool = Field(True, description="each chunk's sentences and lines embedded "
+                                   "beside it, the dense leg scoring the best one; fixed per collection")
 
     def build(self):
         from rag.ingest.chunking import Chunker
 
-        return Chunker(self.size, self.overlap, context=self.context)
+        return Chunker(self.size, self.overlap, context=self.context, sentence_vectors=self.sentence_vectors)
 
 
 class IngestConfig(_Section):

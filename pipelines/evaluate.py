@@ -49,14 +49,17 @@ def model_slug(model: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "model"
 
 
-def default_collection(folder: str, model: str = DEFAULT_MODEL, context: bool = True) -> str:
+def default_collection(folder: str, model: str = DEFAULT_MODEL, context: bool = True,
+                       sentence_vectors: bool = True) -> str:
     """`beir-<folder>` for the default encoder, `beir-<folder>-<model name>` for any other, so
     that evaluating a fine-tuned model never meets the default model's collection (whose
     recorded encoder would not match); `-no-context` after it for chunks without document
-    context, which a collection never mixes with chunks that have it."""
+    context, `-no-sentence-vectors` for chunks without unit vectors, which a collection never
+    mixes with chunks that have them."""
     base = f"beir-{Path(folder).resolve().name}"
     base = base if model == DEFAULT_MODEL else f"{base}-{model_slug(model)}"
-    return base if context else f"{base}-no-context"
+    base = base if context else f"{base}-no-context"
+    return base if sentence_vectors else f"{base}-no-sentence-vectors"
 
 
 def collapse(sources: Sequence[str], depth: int = DOC_DEPTH) -> list[str]:

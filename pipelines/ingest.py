@@ -42,6 +42,7 @@ from pipelines.ingest_report import FileOutcome, IngestReport, NearDuplicate, St
 from pipelines.ingest_writes import FileWrites
 from pipelines.stores import StoreSettings
 from pipelines.writer import StoreWriter
+from rag.embed.chunks import encode_chunks
 from rag.embed.encoder import SentenceEncoder
 from rag.errors import LoadError, StoreWriteError
 from rag.ingest.chunking import Chunker, chunk_id
@@ -228,7 +229,7 @@ def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], e
             return
         batch = pending[:]
         pending.clear()
-        vectors = encoder.encode([c.indexed_text for c in batch])  # with its context, if any
+        vectors, units = encode_chunks(encoder, batch)
         emptied: list[FileInFlight] = []
         if dedup is not None:
             keep = dedup.check(batch, vectors)
@@ -239,7 +240,8 @@ def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], e
                 emptied = [f for f in (in_flight[s] for s in dict.fromkeys(c.source for c in batch)) if f.total == 0]
                 batch = [c for c, k in zip(batch, keep) if k]
                 vectors = vectors[np.asarray(keep)]
-        done = writes.upsert(batch, vectors, in_flight) if batch else []
+                units = None if units is None else [u for u, k in zip(units, keep) if k]
+        done = writes.upsert(batch, vectors, units, in_flight) if batch else []
         for f in emptied + done:
             writes.settle(f)
         for f in list(in_flight.values()):

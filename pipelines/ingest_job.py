@@ -79,7 +79,8 @@ def open_for_writing(settings: StoreSettings, encoder: SentenceEncoder, chunker:
     size, _ = chunker.limits(encoder)
     info = CollectionInfo(model=encoder.model_id, dimension=encoder.dimension,
                           text_index=text_index or TextIndexSettings(),
-                          chunk_size=size, chunk_overlap=chunker.chunk_overlap, context=chunker.context)
+                          chunk_size=size, chunk_overlap=chunker.chunk_overlap, context=chunker.context,
+                          sentence_vectors=chunker.sentence_vectors)
     return open_store(settings, info=info, create=True)
 
 
@@ -88,7 +89,8 @@ def check_open_store(vs: VectorStore, encoder: SentenceEncoder, chunker: Chunker
     size, _ = chunker.limits(encoder)
     wanted = vs.info.model_copy(update={"model": encoder.model_id, "dimension": encoder.dimension,
                                         "chunk_size": size, "chunk_overlap": chunker.chunk_overlap,
-                                        "context": chunker.context})
+                                        "context": chunker.context,
+                                        "sentence_vectors": chunker.sentence_vectors})
     check_compatible(getattr(vs, "name", "?"), vs.info, wanted)
     return vs
 

@@ -42,13 +42,15 @@ class FileWrites:
     def __init__(self, write: StoreWriter, report: IngestReport, bar: Progress):
         self.write, self.report, self.bar = write, report, bar
 
-    def upsert(self, chunks: list[Chunk], vectors: np.ndarray, files: Mapping[str, FileInFlight]) -> list[FileInFlight]:
-        """Write one batch, the chunks of one or more of `files` (by source). Returns the files
+    def upsert(self, chunks: list[Chunk], vectors: np.ndarray, unit_vectors: list[np.ndarray] | None,
+               files: Mapping[str, FileInFlight]) -> list[FileInFlight]:
+        """Write one batch, the chunks of one or more of `files` (by source), with their vectors
+        (and their unit vectors, one array per chunk, or None). Returns the files
         whose last chunk it wrote, in that order, for the caller to `settle`. If it fails for
         good, each file it carried fails instead, and is marked abandoned."""
         carried = [files[s] for s in dict.fromkeys(c.source for c in chunks)]
         try:
-            self.write.upsert(chunks, vectors, {f.source: f.total for f in carried})
+            self.write.upsert(chunks, vectors, {f.source: f.total for f in carried}, unit_vectors)
         except StoreWriteError as e:
             for f in carried:
                 self._fail_upsert(f, e)
@@ -76,11 +78,14 @@ class FileWrites:
         self._record(FileOutcome(source=f.source, status="replaced" if f.had_old else "ingested", chunks=f.total,
                                  warnings=notes, ocr_pages=f.ocr_pages))
 
-    def write_file(self, f: FileInFlight, vectors: np.ndarray, batch_size: int) -> None:
+    def write_file(self, f: FileInFlight, vectors: np.ndarray, unit_vectors: list[np.ndarray] | None,
+                   batch_size: int) -> None:
         """One file on its own (the distributed job): its points in batches, then settled."""
         files = {f.source: f}
         for start in range(0, len(f.chunks), batch_size):
-            for done in self.upsert(f.chunks[start:start + batch_size], vectors[start:start + batch_size], files):
+            part = slice(start, start + batch_size)
+            units = None if unit_vectors is None else unit_vectors[part]
+            for done in self.upsert(f.chunks[part], vectors[part], units, files):
                 self.settle(done)
             if f.abandoned:
                 return

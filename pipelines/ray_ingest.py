@@ -56,6 +56,7 @@ from pipelines.ingest_report import FileOutcome, IngestReport, unreadable
 from pipelines.ingest_writes import FileWrites
 from pipelines.stores import StoreSettings, open_store
 from pipelines.writer import StoreWriter
+from rag.embed.chunks import encode_chunks
 from rag.embed.encoder import SentenceEncoder
 from rag.errors import ConfigError
 from rag.ingest.chunking import Chunker
@@ -79,6 +80,7 @@ class Row:
     outcome: FileOutcome | None = None
     file: FileInFlight | None = None
     vectors: np.ndarray | None = None
+    unit_vectors: list[np.ndarray] | None = None  # per chunk, in a collection with sentence vectors
     chunks_written: int = 0
     stage1_s: float = 0.0  # seconds each stage spent on it (STAGE_SECONDS)
     stage2_s: float = 0.0
@@ -131,7 +133,7 @@ class EncoderActor:
     def encode(self, row: Row) -> Row:
         t0 = time.perf_counter()
         if row.file is not None:
-            row.vectors = self.encoder.encode([c.indexed_text for c in row.file.chunks])
+            row.vectors, row.unit_vectors = encode_chunks(self.encoder, row.file.chunks)
         row.stage2_s = time.perf_counter() - t0
         return row
 
@@ -158,7 +160,8 @@ class WriterActor:
             part.outcomes.append(row.outcome)
         else:
             with ingest_progress(0, enabled=False) as no_bar:  # the driver shows the job's progress
-                FileWrites(self.writer, part, no_bar).write_file(row.file, row.vectors, self.batch_size)
+                FileWrites(self.writer, part, no_bar).write_file(row.file, row.vectors, row.unit_vectors,
+                                                                self.batch_size)
         return Row(row.source, outcome=part.outcomes[0], chunks_written=part.chunks_written, stage1_s=row.stage1_s,
                    stage2_s=row.stage2_s, write_s=time.perf_counter() - t0)
 
@@ -316,7 +319,7 @@ def _run(ray, stages: _Stages, files: list[Path], vs: VectorStore, report: Inges
                 bar.advance_file()
             else:
                 t0 = time.perf_counter()
-                writes.write_file(row.file, row.vectors, batch_size)
+                writes.write_file(row.file, row.vectors, row.unit_vectors, batch_size)
                 stats["write_s"] += time.perf_counter() - t0
 
 

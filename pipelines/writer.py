@@ -38,9 +38,10 @@ class StoreWriter:
         self.retry = retry or WriteRetry()
         self.sleep = sleep
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int],
+               unit_vectors: Sequence[np.ndarray] | None = None) -> None:
         self._retry(list(dict.fromkeys(c.source for c in chunks)), "upsert",
-                    lambda: self.store.upsert(chunks, vectors, file_chunks))
+                    lambda: self.store.upsert(chunks, vectors, file_chunks, unit_vectors))
 
     def delete_other_versions(self, source: str, keep_hash: str) -> None:
         self._retry([source], "delete_other_versions", lambda: self.store.delete_other_versions(source, keep_hash))

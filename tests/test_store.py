@@ -62,13 +62,16 @@ def versions(store, source: str) -> dict[str, tuple[int, int]]:
 
 def test_the_payload_schema_names_every_field_a_point_holds():
     """rag.search.payload is the one spelling of the fields: a chunk's payload holds exactly the
-    fields it names (the context ones only in a context collection), the integer fields are the
-    chunk's whole-number fields, and every indexed field is one of them."""
-    fields = {v for k, v in vars(P).items() if k.isupper() and isinstance(v, str) and k != "DENSE"}
+    fields it names (the context ones only in a context collection, the unit spans only in one
+    with sentence vectors), the integer fields are the chunk's whole-number fields, and every
+    indexed field is one of them."""
+    fields = {v for k, v in vars(P).items() if k.isupper() and isinstance(v, str)
+              and k not in ("DENSE", "UNITS")}
     (plain,) = chunks("/docs/a.txt", "a-v1", 1)
-    with_context = plain.model_copy(update={"context": "A title > A section"})
-    assert set(P.chunk_payload(plain, 1)) == fields - {P.CONTEXT, P.INDEX_TEXT}
-    assert set(P.chunk_payload(with_context, 1, context=True)) == fields
+    with_context = plain.model_copy(update={"context": "A title > A section", "units": [(0, 3)]})
+    assert set(P.chunk_payload(plain, 1)) == fields - {P.CONTEXT, P.INDEX_TEXT, P.UNIT_SPANS}
+    assert set(P.chunk_payload(with_context, 1, context=True, units=True)) == fields
+    assert P.chunk_payload(with_context, 1, units=True)[P.UNIT_SPANS] == [[0, 3]]
     whole = {name for name, f in Chunk.model_fields.items() if f.annotation is int}
     assert set(P.INTEGER_FIELDS) == whole | {P.FILE_CHUNKS}
     assert all(isinstance(P.chunk_payload(plain, 1)[f], int) for f in P.INTEGER_FIELDS)

@@ -18,9 +18,10 @@ import numpy as np
 
 from rag.errors import ConfigError
 from rag.models import Chunk
-from rag.search.payload import DENSE, FILE_CHUNKS, FILE_HASH, SOURCE, chunk_payload
+from rag.search.payload import DENSE, FILE_CHUNKS, FILE_HASH, SOURCE, UNITS, chunk_payload
 from rag.search.store import (CollectionInfo, Condition, FileVersion, Hit, Leg, QuerySpec, VectorStore,
-                              check_compatible, context_mismatch, versions_from_payloads)
+                              check_compatible, context_mismatch, sentence_vectors_mismatch,
+                              versions_from_payloads)
 
 SCROLL_PAGE = 1024
 
@@ -122,14 +123,24 @@ class QdrantStoreBase(VectorStore, ABC):
     def close(self) -> None: ...
 
     # ------------------------------------------------------------------ writes
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
-        context = self.info.context
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int],
+               unit_vectors: Sequence[np.ndarray] | None = None) -> None:
+        context, units = self.info.context, self.info.sentence_vectors
         if any((c.context is not None) != context for c in chunks):  # never mixed, even by a script
             raise ConfigError(context_mismatch(self.name, context))
-        points = [self._point(c.id, {DENSE: v.tolist()}, chunk_payload(c, file_chunks[c.source], context))
-                  for c, v in zip(chunks, vectors)]
+        if (unit_vectors is not None) != units or (units and any(
+                not c.units or len(c.units) != len(u) for c, u in zip(chunks, unit_vectors))):
+            raise ConfigError(sentence_vectors_mismatch(self.name, units))
+        points = [self._point(c.id, self._vectors(v, unit_vectors[i] if units else None),
+                              chunk_payload(c, file_chunks[c.source], context, units))
+                  for i, (c, v) in enumerate(zip(chunks, vectors))]
         self._upsert_points(points)
         self.revision += 1
+
+    @staticmethod
+    def _vectors(vector: np.ndarray, units: np.ndarray | None) -> dict[str, list]:
+        """A point's named vectors: the chunk's, and its units' multivector when it has one."""
+        return {DENSE: vector.tolist()} if units is None else {DENSE: vector.tolist(), UNITS: units.tolist()}
 
     def delete_other_versions(self, source: str, keep_hash: str) -> None:
         self._delete(self._filter(must=[self._match(SOURCE, source)],
@@ -201,6 +212,12 @@ class QdrantStoreBase(VectorStore, ABC):
         records = self._retrieve(list(ids), [DENSE] if with_vectors else False)
         by_id = {str(r.id): r for r in records}
         return [_hit(by_id[i], 0.0) for i in ids if i in by_id]
+
+    def unit_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        if not self.info.sentence_vectors or not ids:
+            return {}
+        return {str(r.id): np.asarray(r.vector[UNITS], dtype=np.float32)
+                for r in self._retrieve(list(ids), [UNITS]) if (r.vector or {}).get(UNITS)}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Self:

@@ -9,7 +9,7 @@ import warnings
 
 from connectors.qdrant.base import QdrantStoreBase
 from rag.errors import CollectionNotFoundError, ConfigError, StoreLockedError
-from rag.search.payload import DENSE, payload_indexes, text_field
+from rag.search.payload import DENSE, UNITS, payload_indexes, text_field
 from rag.search.store import CollectionInfo, TextIndexSettings
 
 
@@ -95,10 +95,15 @@ class ClientStore(QdrantStoreBase):
 
     def _create(self) -> None:
         m = self._m
+        on_disk = True if self.cluster.get("quantization") else None
+        vectors = {DENSE: m.VectorParams(size=self.info.dimension, distance=m.Distance.COSINE, on_disk=on_disk)}
+        if self.info.sentence_vectors:  # a chunk's unit vectors, scored by their best match
+            vectors[UNITS] = m.VectorParams(
+                size=self.info.dimension, distance=m.Distance.COSINE, on_disk=on_disk,
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM))
         self._client.create_collection(
             self.name,
-            vectors_config={DENSE: m.VectorParams(size=self.info.dimension, distance=m.Distance.COSINE,
-                                                  on_disk=True if self.cluster.get("quantization") else None)},
+            vectors_config=vectors,
             metadata={"rag": self.info.model_dump(mode="json"), "rag_cluster": self.cluster},
             **collection_params(self.cluster, m),
         )

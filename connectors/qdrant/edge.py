@@ -13,7 +13,7 @@ from pathlib import Path
 
 from connectors.qdrant.base import QdrantStoreBase
 from rag.errors import CollectionNotFoundError, StoreLockedError
-from rag.search.payload import DENSE, payload_indexes, text_field
+from rag.search.payload import DENSE, UNITS, payload_indexes, text_field
 from rag.search.store import CollectionInfo, TextIndexSettings
 
 META_FILE = "rag_collection.json"
@@ -72,8 +72,12 @@ class EdgeStore(QdrantStoreBase):
 
     def _open_shard(self):
         qe = self._qe
-        config = qe.EdgeConfig(vectors={DENSE: qe.EdgeVectorParams(
-            size=self.info.dimension, distance=qe.Distance.Cosine)})
+        vectors = {DENSE: qe.EdgeVectorParams(size=self.info.dimension, distance=qe.Distance.Cosine)}
+        if self.info.sentence_vectors:  # a chunk's unit vectors, scored by their best match
+            vectors[UNITS] = qe.EdgeVectorParams(
+                size=self.info.dimension, distance=qe.Distance.Cosine,
+                multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim))
+        config = qe.EdgeConfig(vectors=vectors)
         try:
             if (self.path / SHARD_MARKER).exists():
                 shard = qe.EdgeShard.load(str(self.path))

@@ -19,7 +19,8 @@ def register(sub, cfg) -> None:
     add_options(e, "hybrid fusion (defaults chosen on SciFact train queries)", FUSION, cfg)
     add_options(e, "encoder (the default collection is beir-FOLDER, or beir-FOLDER-MODELNAME for "
                    "another model)", ENCODER, cfg)
-    add_options(e, "chunking (the default collection gets -no-context without it)", CONTEXT, cfg)
+    add_options(e, "chunking (the default collection gets -no-context, -no-sentence-vectors "
+                   "without them)", CONTEXT, cfg)
     e.add_argument("--modes", default="dense,bm25,hybrid", help="comma-separated (default: %(default)s)")
     e.add_argument("--out", metavar="JSON", help="write the report as JSON here")
     e.add_argument("--no-progress", action="store_true")
@@ -42,11 +43,12 @@ def cmd_eval_retrieval(args) -> int:
     from rag.ingest.chunking import Chunker
 
     cfg = config_from_args(args)
-    context = cfg.chunking.context
+    context, units = cfg.chunking.context, cfg.chunking.sentence_vectors
     store = cfg.store.settings().model_copy(
-        update={"collection": args.collection or default_collection(args.folder, cfg.encoder.model, context)})
+        update={"collection": args.collection or default_collection(args.folder, cfg.encoder.model, context,
+                                                                       units)})
     report = eval_retrieval(args.folder, split=args.split, store=store, encoder=cfg.encoder.build(),
-                            chunker=Chunker(context=context),
+                            chunker=Chunker(context=context, sentence_vectors=units),
                             modes=[m.strip() for m in args.modes.split(",") if m.strip()],
                             retriever_settings={k: v for k, v in cfg.retrieval.settings().items() if k != "mode"},
                             progress=not args.no_progress)

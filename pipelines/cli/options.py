@@ -92,8 +92,11 @@ CHUNKING = [
     _opt("--chunk-overlap", "chunking.overlap", "overlap in encoder tokens (default: %(default)s)", type=int),
     _opt("--no-context", "chunking.context", "embed and index each chunk's text alone, without its "
                                              "document's title and section in front", action="store_false"),
+    _opt("--no-sentence-vectors", "chunking.sentence_vectors", "new collection: one vector per chunk, "
+         "without a vector per sentence (the dense leg then scores the chunk vector alone)",
+         action="store_false"),
 ]
-CONTEXT = CHUNKING[2:]  # --no-context alone (rag eval retrieval)
+CONTEXT = CHUNKING[2:]  # --no-context and --no-sentence-vectors alone (rag eval retrieval)
 INGEST = [
     _opt("--include", "ingest.include", "file glob to take, repeatable (default: *.pdf *.txt *.md ...)",
          action="append", metavar="GLOB", to_cli=lambda v: None, from_cli=lambda v: v),

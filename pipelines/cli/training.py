@@ -198,11 +198,11 @@ def cmd_train_cross_encoder(args) -> int:
     if args.dev_split and args.holdout:
         args.holdout = 0  # an explicit dev split replaces the default holdout
     held = beir_holdout(args.data, args.split, args.holdout, args.seed) if args.holdout else set()
-    context = cfg.chunking.context
+    context, units = cfg.chunking.context, cfg.chunking.sentence_vectors
     store = cfg.store.settings().model_copy(
-        update={"collection": args.collection or default_collection(args.data, cfg.encoder.model, context)})
+        update={"collection": args.collection or default_collection(args.data, cfg.encoder.model, context, units)})
     encoder = cfg.encoder.build()
-    corpus_collection(args.data, encoder, store, Chunker(context=context), progress=not args.json)
+    corpus_collection(args.data, encoder, store, Chunker(context=context, sentence_vectors=units), progress=not args.json)
     corpus = corpus_passages(args.data)
     settings = {k: v for k, v in cfg.retrieval.settings().items() if k not in ("mode", "reranker")}
     vs = open_store(store)

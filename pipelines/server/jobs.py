@@ -136,7 +136,8 @@ class DocumentWriter:
             served = self.collection(job.collection)
             info = served.handle.info
             report = ingest([p for p, _ in job.files], encoder=served.encoder, store=served.settings,
-                            chunker=Chunker(info.chunk_size, info.chunk_overlap, context=info.context), progress=False,
+                            chunker=Chunker(info.chunk_size, info.chunk_overlap, context=info.context,
+                                            sentence_vectors=info.sentence_vectors), progress=False,
                             vector_store=served.handle, labels={str(p): label for p, label in job.files})
         except Exception as e:
             if not isinstance(e, RagError):

@@ -44,9 +44,10 @@ class SerialisedStore:
         return self._store.sole_writer
 
     # ------------------------------------------------------------------ writes
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None:
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int],
+               unit_vectors: Sequence[np.ndarray] | None = None) -> None:
         with self._lock:
-            self._store.upsert(chunks, vectors, file_chunks)
+            self._store.upsert(chunks, vectors, file_chunks, unit_vectors)
 
     def delete_other_versions(self, source: str, keep_hash: str) -> None:
         with self._lock:
@@ -102,3 +103,7 @@ class SerialisedStore:
     def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]:
         with self._lock:
             return self._store.retrieve(ids, with_vectors)
+
+    def unit_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        with self._lock:
+            return self._store.unit_vectors(ids)

@@ -47,6 +47,9 @@ class CollectionInfo(BaseModel):
     context: bool = Field(False, description="chunks embedded and BM25-indexed with their document "
                           "context (title, section); false for every collection recorded before "
                           "the field existed, which were built without it")
+    sentence_vectors: bool = Field(False, description="each chunk also holds a vector per unit "
+                                   "(rag.ingest.units), scored by the dense leg; false for every "
+                                   "collection recorded before the field existed")
 
 
 def check_compatible(name: str, recorded: CollectionInfo, wanted: CollectionInfo) -> None:
@@ -65,6 +68,8 @@ def check_compatible(name: str, recorded: CollectionInfo, wanted: CollectionInfo
             "recorded settings, or another --collection.")
     if recorded.context != wanted.context:
         raise ConfigError(context_mismatch(name, recorded.context))
+    if recorded.sentence_vectors != wanted.sentence_vectors:
+        raise ConfigError(sentence_vectors_mismatch(name, recorded.sentence_vectors))
 
 
 def context_mismatch(name: str, recorded: bool) -> str:
@@ -79,6 +84,20 @@ def context_mismatch(name: str, recorded: bool) -> str:
             "with --no-context); these chunks carry it. Ingest with --no-context (or [chunking] "
             "context = false) to add to it, or use another --collection (or delete this one and "
             "ingest again) to have context.")
+
+
+def sentence_vectors_mismatch(name: str, recorded: bool) -> str:
+    """Why chunks with (or without) sentence vectors cannot join collection `name`, and the fix:
+    its dense leg scores every chunk alike, by its units or not at all."""
+    if recorded:
+        return (f"collection '{name}' was built with sentence vectors (each chunk's sentences "
+                "embedded beside it); these chunks have none. Ingest with them (drop "
+                "--no-sentence-vectors, or [chunking] sentence_vectors = true), or use another "
+                "--collection.")
+    return (f"collection '{name}' was built without sentence vectors (made before they existed, or "
+            "with --no-sentence-vectors); these chunks carry them. Ingest with --no-sentence-vectors "
+            "(or [chunking] sentence_vectors = false) to add to it, or use another --collection "
+            "(or delete this one and ingest again) to have them.")
 
 
 class FileVersion(BaseModel):
@@ -107,7 +126,11 @@ class VectorStore(Protocol):
 
     def file_versions(self, source: str) -> list[FileVersion]: ...
 
-    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int]) -> None: ...
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray, file_chunks: dict[str, int],
+               unit_vectors: Sequence[np.ndarray] | None = None) -> None:
+        """Write chunks with their vectors (and, in a collection with sentence vectors, each
+        chunk's unit vectors, an (units, dimension) array per chunk), overwriting same ids."""
+        ...
 
     def delete_other_versions(self, source: str, keep_hash: str) -> None: ...
 
@@ -128,6 +151,10 @@ class VectorStore(Protocol):
     def query_batch(self, specs: list[QuerySpec]) -> list[list[Hit]]: ...
 
     def retrieve(self, ids: list[str], with_vectors: bool = False) -> list[Hit]: ...
+
+    def unit_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The unit vectors (unit length, one row per unit) of the points `ids` that have them."""
+        ...
 
     def flush(self) -> None: ...
 
