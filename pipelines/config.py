@@ -67,6 +67,7 @@ from rag.ingest.loaders import DEFAULT_INCLUDE
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.search.fusion import DEFAULT_RRF_K
 from rag.search.rerank import DEFAULT_RERANK_DEPTH
+from rag.search.units import DEFAULT_UNIT_WEIGHT
 from rag.search.retrieval import (DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_ROUTE, DEFAULT_TOP_K,
                                   DEFAULT_WEIGHTS)
 
@@ -148,6 +149,8 @@ class RetrievalConfig(_Section):
     rrf_k: int = Field(DEFAULT_RRF_K, ge=1)
     weights: tuple[float, float] = DEFAULT_WEIGHTS
     candidates: int = Field(DEFAULT_CANDIDATES, ge=1)
+    unit_weight: float = Field(DEFAULT_UNIT_WEIGHT, ge=0, le=1, description="collections with sentence "
+                               "vectors: the chunk vector's share of the dense score, the rest its best unit's")
     top_k: int | None = Field(None, ge=1, description="None: 10 results for rag search; "
                               "prompt.max_passages for answers")
     mmr: float | None = Field(None, ge=0, le=1)
@@ -166,7 +169,7 @@ class RetrievalConfig(_Section):
         """Keyword arguments of rag.search.retrieval.Retriever (top_k is the caller's)."""
         return {"mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": self.weights,
                 "candidates": self.candidates, "mmr_lambda": self.mmr, "reranker": self.build_reranker(),
-                "rerank_depth": self.rerank_depth, "route": self.route}
+                "rerank_depth": self.rerank_depth, "route": self.route, "unit_weight": self.unit_weight}
 
     def build_reranker(self):
         """The cross-encoder of `rerank` (not loaded until its first use), or None."""

@@ -81,7 +81,8 @@ def document_search(vs, encoder: SentenceEncoder, depth: int = DOC_DEPTH, **sett
 
     def search(queries: list[str]) -> list[list[str]]:
         return [collapse([r.source for r in resp.results], depth)
-                for resp in retriever.search_batch(queries, top_k=max(depth * 3, 100))]
+                for resp in retriever.search_batch(queries, top_k=max(depth * 3, 100),
+                                                               best_units=False)]
 
     return search
 
@@ -96,7 +97,7 @@ def run_queries(retriever: Retriever, data: BeirDataset, mode: str, vectors=None
         ids = qids[start:start + batch]
         responses = retriever.search_batch(
             [data.queries[q] for q in ids], top_k=chunk_depth, mode=mode,
-            vectors=None if vectors is None else vectors[start:start + batch])
+            vectors=None if vectors is None else vectors[start:start + batch], best_units=False)
         for q, resp in zip(ids, responses):
             run[q] = collapse([r.source for r in resp.results])
             if stats is not None and resp.route is not None and resp.route.routed:

@@ -265,7 +265,10 @@ def print_search_response(resp, explain: bool = False, out: Console | None = Non
             for leg in legs:
                 x = r.legs.get(leg)
                 row.append(f"{x.rank} / {x.score:.3f}" if x else "-")
-        row.append(highlight(r.text, resp.query))
+        text = highlight(r.text, resp.query)
+        if explain and r.unit_start is not None:  # the sentence the dense leg matched best
+            text += f"\n[dim]best sentence:[/] {escape(r.text[r.unit_start:r.unit_end])}"
+        row.append(text)
         t.add_row(*row)
     out.print(t)
     route = getattr(resp, "route", None)

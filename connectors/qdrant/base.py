@@ -65,8 +65,16 @@ class QdrantStoreBase(VectorStore, ABC):
         """Condition: the payload `key` lies within [gte, lte] (either end open when None)."""
 
     @abstractmethod
+    def _has_id(self, ids: list[str]):
+        """Condition: the point is one of `ids`."""
+
+    @abstractmethod
     def _dense_leg(self, vector: list[float]) -> dict:
         """The keyword arguments that make a request or prefetch a nearest-neighbour search."""
+
+    @abstractmethod
+    def _units_leg(self, vector: list[float]) -> dict:
+        """The same against the UNITS multivector (MAX_SIM: each point's best unit)."""
 
     @abstractmethod
     def _text_leg(self, text: str) -> dict:
@@ -188,12 +196,15 @@ class QdrantStoreBase(VectorStore, ABC):
         return self._range(c.key, c.gte, c.lte)
 
     def _leg(self, leg: Leg) -> dict:
-        return self._dense_leg(leg.vector) if leg.kind == "dense" else self._text_leg(leg.text)
+        if leg.kind == "dense":
+            return self._dense_leg(leg.vector)
+        return self._units_leg(leg.vector) if leg.kind == "units" else self._text_leg(leg.text)
 
     def _request(self, spec: QuerySpec):
         """One leg as a plain request; several as prefetches fused inside the engine. The filter
         applies to every prefetch and to the fused result."""
-        flt = self._filter(must=[self._condition(c) for c in spec.filter]) if spec.filter else None
+        must = [self._condition(c) for c in spec.filter] + ([self._has_id(spec.ids)] if spec.ids else [])
+        flt = self._filter(must=must) if must else None
         with_vector = [DENSE] if spec.with_vectors else False
         if spec.fusion is None:
             (leg,) = spec.legs

@@ -130,6 +130,9 @@ class ClientStore(QdrantStoreBase):
         m = self._m
         return m.FieldCondition(key=key, range=m.Range(gte=gte, lte=lte))
 
+    def _has_id(self, ids):
+        return self._m.HasIdCondition(has_id=list(ids))
+
     # ------------------------------------------------------------------ writes
     def _point(self, point_id, vectors, payload):
         return self._m.PointStruct(id=point_id, vector=vectors, payload=payload)
@@ -154,6 +157,9 @@ class ClientStore(QdrantStoreBase):
     # ------------------------------------------------------------------ queries
     def _dense_leg(self, vector):
         return {"query": vector, "using": DENSE}
+
+    def _units_leg(self, vector):
+        return {"query": [vector], "using": UNITS}
 
     def _text_leg(self, text):
         return {"query": self._m.TextQuery(text=text), "using": text_field(self.info.context)}

@@ -114,6 +114,9 @@ class EdgeStore(QdrantStoreBase):
         qe = self._qe
         return qe.FieldCondition(key=key, range=qe.RangeFloat(gte=gte, lte=lte))
 
+    def _has_id(self, ids):
+        return self._qe.HasIdCondition(set(ids))
+
     # ------------------------------------------------------------------ writes
     def _point(self, point_id, vectors, payload):
         return self._qe.Point(point_id, vectors, payload)
@@ -140,6 +143,9 @@ class EdgeStore(QdrantStoreBase):
     # ------------------------------------------------------------------ queries
     def _dense_leg(self, vector):
         return {"query": self._qe.Query.Nearest(vector, using=DENSE)}
+
+    def _units_leg(self, vector):
+        return {"query": self._qe.Query.Nearest([vector], using=UNITS)}
 
     def _text_leg(self, text):
         return {"query": self._qe.TextQuery(text_field(self.info.context), text)}

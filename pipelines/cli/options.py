@@ -126,6 +126,9 @@ RETRIEVAL = [
     _opt("--weights", "retrieval.weights", "per-leg weights (default: %(default)s)", metavar="DENSE,BM25",
          to_cli=_weights_to_cli, from_cli=_weights_from_cli),
     _opt("--candidates", "retrieval.candidates", "candidate depth per leg (default: %(default)s)", type=int),
+    _opt("--unit-weight", "retrieval.unit_weight", "collections with sentence vectors: the chunk vector's "
+         "share w of the dense score, w x chunk + (1 - w) x best sentence (default: %(default)s)",
+         type=float, metavar="W"),
     _opt("--mmr", "retrieval.mmr", "diversify with MMR (e.g. 0.7)", type=float, metavar="LAMBDA"),
     _opt("--rerank", "retrieval.rerank", "rerank the fused candidates with this cross-encoder model folder "
                                          "(e.g. one from `rag train cross-encoder`)", metavar="MODEL"),

@@ -5,6 +5,11 @@ Unweighted RRF and DBSF run inside Qdrant's query API (prefetch + fusion, one ca
 fusion, weighted score fusion (wsf), `explain` and MMR need each leg's ranked list: then both
 legs run in one batched call and `rag.search.fusion` fuses them client-side. Both paths give the same
 ranking (tested).
+
+In a collection with sentence vectors the dense leg scores each chunk by its vector and its best
+unit's (rag.search.units): candidates from both vectors, each scored on both, combined here; the
+legs are then always fused client-side, with the same formulas. Each result then names its best
+unit's span in the chunk's text (unit_start, unit_end).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from rag.embed.protocol import Encoder
 from rag.search import fusion as F
 from rag.search import payload as P
+from rag.search import units as U
 from rag.errors import ConfigError
 from rag.search.rerank import DEFAULT_RERANK_DEPTH, rerank_order
 from rag.search.routing import DocumentRouter, RouteInfo
@@ -64,7 +70,11 @@ class SearchResult(BaseModel):
     chunk_index: int | None = None
     char_start: int | None = Field(None, description="offset into the document's cleaned text")
     char_end: int | None = None
+    unit_start: int | None = Field(None, description="the unit closest to the query (collections with "
+                                   "sentence vectors): its start offset in text")
+    unit_end: int | None = None
     legs: dict[str, LegResult] = Field(default_factory=dict, description="per-leg rank and score (explain)")
+    _unit_spans: list = PrivateAttr(default_factory=list)  # the chunk's units, to name the best one
 
 
 class SearchResponse(BaseModel):
@@ -186,18 +196,24 @@ class Retriever:
     route: "auto" restricts a query that names documents (a company, a quarter: words of their
     titles and file names) to those documents before chunk retrieval (rag.search.routing);
     "off" searches every document.
+    unit_weight: in a collection with sentence vectors, the chunk vector's share w of the dense
+    score w * chunk cosine + (1 - w) * best unit cosine (rag.search.units).
     """
 
     def __init__(self, store: VectorStore, encoder: Encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
                  rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
                  candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None,
-                 reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH, route: Route = DEFAULT_ROUTE):
+                 reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH, route: Route = DEFAULT_ROUTE,
+                 unit_weight: float = U.DEFAULT_UNIT_WEIGHT):
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"unknown mode '{mode}': use dense, bm25 or hybrid")
         if fusion not in F.METHODS:
             raise ConfigError(f"unknown fusion '{fusion}': use rrf, wsf or dbsf")
         if mmr_lambda is not None and not 0 <= mmr_lambda <= 1:
             raise ConfigError("mmr_lambda must be within [0, 1]")
+        if not 0 <= unit_weight <= 1:
+            raise ConfigError("unit_weight must be within [0, 1]")
+        self.unit_weight = float(unit_weight)
         self.store, self.encoder = store, encoder
         self.mode, self.fusion, self.rrf_k = mode, fusion, rrf_k
         self.weights = tuple(float(w) for w in weights)
@@ -224,7 +240,7 @@ class Retriever:
             "mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": list(self.weights),
             "candidates": self.candidates, "top_k": self.top_k, "mmr_lambda": self.mmr_lambda,
             "reranker": self.reranker.to_dict() if self.reranker is not None else None,
-            "rerank_depth": self.rerank_depth, "route": self.route}}
+            "rerank_depth": self.rerank_depth, "route": self.route, "unit_weight": self.unit_weight}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder: Encoder) -> Retriever:
@@ -241,10 +257,12 @@ class Retriever:
     def search_batch(self, queries: Sequence[str], top_k: int | None = None,
                      filters: Sequence[str] | dict | None = None, mode: Mode | None = None,
                      explain: bool = False, vectors: np.ndarray | None = None,
-                     route: Route | None = None) -> list[SearchResponse]:
+                     route: Route | None = None, best_units: bool = True) -> list[SearchResponse]:
         """Search several queries with one encoder call and one store call per stage.
         `vectors`: precomputed query embeddings (then the encoder is not called). `route`: this
-        call's document routing (default: the retriever's)."""
+        call's document routing (default: the retriever's). `best_units`: name each result's
+        best unit (a read of its unit vectors; an evaluation that reads only the ranking, hundreds
+        of results per query, goes without)."""
         mode = mode or self.mode
         if mode not in ("dense", "bm25", "hybrid"):
             raise ConfigError(f"unknown mode '{mode}': use dense, bm25 or hybrid")
@@ -273,6 +291,8 @@ class Retriever:
                 resp.route = r
                 resp.notes.insert(0, f"not routed: {r.reason}")
                 responses[i] = resp
+        if best_units and vectors is not None and self._units(mode):
+            self._name_best_units(responses, vectors)
         for i, resp in enumerate(responses):
             if vectors is not None:
                 resp._query_vector = vectors[i]
@@ -290,9 +310,10 @@ class Retriever:
         per_query = [base + [Condition(key=P.SOURCE, any=r.documents)] if r is not None and r.routed else base
                      for r in routes]
 
-        engine = (mode == "hybrid" and not explain and self.mmr_lambda is None
+        units = self._units(mode)  # the dense leg combines two vectors: always fused here
+        engine = (mode == "hybrid" and not explain and self.mmr_lambda is None and not units
                   and self.fusion in ("rrf", "dbsf") and len(set(self.weights)) == 1)
-        if mode != "hybrid" or engine:
+        if (mode != "hybrid" and not units) or engine:
             # One engine call per query: a single leg, or the legs fused by Qdrant.
             requests = [QuerySpec(legs=legs, limit=self._depth(k), filter=conditions,
                                   fusion=self.fusion if mode == "hybrid" else None,
@@ -306,25 +327,30 @@ class Retriever:
             return [self._respond(q, mode, hits, k, leg_ranks=ranks, reranked=self.reranker is not None,
                                   route=r)
                     for q, hits, ranks, r in zip(queries, hit_lists, leg_ranks, routes)]
-        # Client-side fusion: both legs of every query in one batched call, ids and scores only.
+        # Client-side fusion: every leg of every query in one batched call, ids and scores only.
         flat = [QuerySpec(legs=[leg], limit=leg.limit, filter=conditions, with_payload=False)
                 for legs, conditions in zip(specs, per_query) for leg in legs]
         leg_hits = self.store.query_batch(flat)
+        n = len(specs[0]) if specs else 0  # legs per query: dense, units (with sentence vectors), text
+        per = [[[(h.id, h.score) for h in hits] for hits in leg_hits[i * n:(i + 1) * n]]
+               for i in range(len(queries))]
+        dense_lists = (self._unit_scored([p[0] for p in per], [p[1] for p in per], specs, per_query) if units
+                       else [p[0] for p in per])
         fused_hits, fused_ranks, empty = [], [], []
         for i, q in enumerate(queries):
-            dense, text = leg_hits[2 * i], leg_hits[2 * i + 1]
-            lists = [[(h.id, h.score) for h in dense], [(h.id, h.score) for h in text]]
-            fused = F.fuse(self.fusion, lists, weights=self.weights, rrf_k=self.rrf_k)
+            dense, text = dense_lists[i], (per[i][-1] if mode == "hybrid" else None)
+            fused = dense if text is None else F.fuse(self.fusion, [dense, text], weights=self.weights,
+                                                      rrf_k=self.rrf_k)
             fused = fused[:self._depth(k)]
             payloads = {h.id: h for h in self.store.retrieve([d for d, _ in fused],
                                                             with_vectors=self.mmr_lambda is not None)}
             hits = [Hit(id=d, score=s, payload=payloads[d].payload, vector=payloads[d].vector)
                     for d, s in fused if d in payloads]
-            ranks = {"dense": {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(dense, 1)},
-                     "bm25": {h.id: LegResult(rank=r, score=h.score) for r, h in enumerate(text, 1)}}
+            ranks = {name: {d: LegResult(rank=r, score=s) for r, (d, s) in enumerate(ranked, 1)}
+                     for name, ranked in (("dense", dense), ("bm25", text)) if ranked is not None}
             fused_hits.append(hits)
             fused_ranks.append(ranks if explain else None)
-            empty.append(not text)
+            empty.append(text is not None and not text)
         if self.reranker is not None:
             fused_hits, fused_ranks = self._rerank(queries, fused_hits, fused_ranks, explain)
         out = []
@@ -337,6 +363,40 @@ class Retriever:
         return out
 
     # ------------------------------------------------------------------ helpers
+    def _units(self, mode: Mode) -> bool:
+        """The dense leg scores units too: a collection with sentence vectors, a mode with it."""
+        return mode != "bm25" and self.store.info.sentence_vectors
+
+    def _unit_scored(self, chunk_lists: list[list[tuple[str, float]]], unit_lists: list[list[tuple[str, float]]],
+                     specs: list[list[Leg]], per_query: list[list[Condition]]) -> list[list[tuple[str, float]]]:
+        """Each query's dense leg in a collection with sentence vectors: its candidates from both
+        vectors, the scores each lacks asked of the store in one batched call (the candidates
+        alone, by id), combined (rag.search.units) and cut to the leg's depth."""
+        chunk = [dict(c) for c in chunk_lists]
+        units = [dict(u) for u in unit_lists]
+        asks, into = [], []
+        for i, legs in enumerate(specs):
+            vector = legs[0].vector
+            for kind, ids, scores in zip(("dense", "units"), U.missing(chunk[i], units[i]), (chunk[i], units[i])):
+                if ids:
+                    asks.append(QuerySpec(legs=[Leg(kind=kind, vector=vector, limit=len(ids))], limit=len(ids),
+                                          filter=per_query[i], ids=ids, with_payload=False))
+                    into.append(scores)
+        for scores, hits in zip(into, self.store.query_batch(asks) if asks else []):
+            scores.update((h.id, h.score) for h in hits)
+        return [U.combine(c, u, self.unit_weight, self.candidates) for c, u in zip(chunk, units)]
+
+    def _name_best_units(self, responses: list[SearchResponse], vectors: np.ndarray) -> None:
+        """Set each result's unit_start/unit_end to its unit closest to the query (one store read
+        of every result's unit vectors)."""
+        ids = list(dict.fromkeys(r.id for resp in responses for r in resp.results))
+        stored = self.store.unit_vectors(ids) if ids else {}
+        for resp, q in zip(responses, vectors):
+            for r in resp.results:
+                span = U.best_unit(q, stored[r.id], r._unit_spans) if r.id in stored else None
+                if span is not None:
+                    r.unit_start, r.unit_end = span
+
     def _depth(self, k: int) -> int:
         """How many first-stage hits a query needs: k, the rerank depth, MMR's candidates."""
         if self.reranker is not None:  # MMR then diversifies the reranked candidates
@@ -372,6 +432,8 @@ class Retriever:
         legs = []
         if mode in ("dense", "hybrid"):
             legs.append(Leg(kind="dense", vector=[float(x) for x in vector], limit=self.candidates))
+            if self._units(mode):
+                legs.append(Leg(kind="units", vector=legs[0].vector, limit=self.candidates))
         if mode in ("bm25", "hybrid"):
             legs.append(Leg(kind="text", text=query, limit=self.candidates))
         return legs
@@ -403,12 +465,13 @@ class Retriever:
         for rank, h in enumerate(hits, 1):
             p = h.payload
             legs = {name: r[h.id] for name, r in (leg_ranks or {}).items() if h.id in r}
-            results.append(SearchResult(rank=rank, id=h.id, score=h.score, text=p.get(P.TEXT, ""),
-                                        source=p.get(P.SOURCE, ""), page_start=p.get(P.PAGE_START, 1),
-                                        page_end=p.get(P.PAGE_END, 1), section=p.get(P.SECTION),
-                                        file_hash=p.get(P.FILE_HASH), chunk_index=p.get(P.CHUNK_INDEX),
-                                        char_start=p.get(P.CHAR_START), char_end=p.get(P.CHAR_END),
-                                        legs=legs))
+            result = SearchResult(rank=rank, id=h.id, score=h.score, text=p.get(P.TEXT, ""),
+                                  source=p.get(P.SOURCE, ""), page_start=p.get(P.PAGE_START, 1),
+                                  page_end=p.get(P.PAGE_END, 1), section=p.get(P.SECTION),
+                                  file_hash=p.get(P.FILE_HASH), chunk_index=p.get(P.CHUNK_INDEX),
+                                  char_start=p.get(P.CHAR_START), char_end=p.get(P.CHAR_END), legs=legs)
+            result._unit_spans = p.get(P.UNIT_SPANS) or []
+            results.append(result)
         return SearchResponse(query=query, mode=mode, fusion=self.fusion if mode == "hybrid" else None,
                               results=results, notes=notes, route=route)
 

@@ -194,9 +194,11 @@ class Condition(BaseModel):
 
 
 class Leg(BaseModel):
-    """One retrieval leg: dense (a query vector) or text (BM25 over the chunk text index)."""
+    """One retrieval leg: dense (a query vector against the chunk vectors), units (the same
+    against each chunk's unit vectors, its best one: MAX_SIM) or text (BM25 over the chunk text
+    index)."""
 
-    kind: Literal["dense", "text"]
+    kind: Literal["dense", "units", "text"]
     vector: list[float] | None = None
     text: str | None = None
     limit: int = Field(gt=0)
@@ -211,6 +213,7 @@ class QuerySpec(BaseModel):
     weights: list[float] | None = None
     limit: int = Field(gt=0)
     filter: list[Condition] = Field(default_factory=list)
+    ids: list[str] | None = Field(None, description="only these points (scoring known candidates)")
     with_payload: bool = True
     with_vectors: bool = False
 
