@@ -216,3 +216,22 @@ def test_chunks_with_and_without_sentence_vectors_never_share_a_collection(tmp_p
     ingest([folder], store=with_units, chunker=Chunker(64, 8), text_index=text_index_for(with_units), **kw)
     with pytest.raises(ConfigError, match="'with' was built with sentence vectors"):
         ingest([folder], store=with_units, chunker=Chunker(64, 8, sentence_vectors=False), **kw)
+
+
+def test_explain_shows_the_best_sentence_and_json_carries_its_span():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from pipelines.render import print_search_response
+    from rag.search.retrieval import SearchResponse, SearchResult
+
+    best = "Our default pooling strategy is MEAN over all output tokens."
+    start = POOLING.index(best)
+    hit = SearchResult(rank=1, id="x", score=1.0, text=POOLING, source="/docs/sbert.md", page_start=1,
+                       page_end=1, unit_start=start, unit_end=start + len(best))
+    resp = SearchResponse(query="default pooling", mode="dense", results=[hit])
+    out = StringIO()
+    print_search_response(resp, explain=True, out=Console(file=out, width=300))
+    assert f"best sentence: {best}" in out.getvalue()
+    assert json.loads(resp.model_dump_json())["results"][0]["unit_start"] == start
