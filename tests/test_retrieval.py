@@ -24,15 +24,18 @@ DOCS = {
 }
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, encoder):
+@pytest.fixture(scope="module", params=[True, False], ids=["sentence-vectors", "chunk-vectors"])
+def corpus(tmp_path_factory, encoder, request):
+    """Every test runs on a collection with sentence vectors (the dense leg combined, fused
+    client-side) and on one without (the engine's fusion)."""
     root = tmp_path_factory.mktemp("retrieval")
     folder = root / "docs"
     folder.mkdir()
     for name, text in DOCS.items():
         (folder / name).write_text(text)
     settings = StoreSettings(store_dir=str(root / "store"), collection="t")
-    report = ingest([folder], encoder=encoder, store=settings, chunker=Chunker(64, 8), progress=False)
+    report = ingest([folder], encoder=encoder, store=settings,
+                    chunker=Chunker(64, 8, sentence_vectors=request.param), progress=False)
     assert not report.failed
     return folder, settings
 
