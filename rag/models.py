@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.text.sentences import ends_a_sentence
+
 CONTEXT_SEPARATOR = "\n\n"  # between a chunk's context and its text in Chunk.indexed_text
 
 
@@ -69,9 +71,14 @@ class Chunk(BaseModel):
 
     @property
     def unit_texts(self) -> list[str]:
-        """What is embedded for each unit: the context and the unit's text, as indexed_text is
-        made from the chunk's text."""
-        return [self.with_context(self.text[a:b]) for a, b in self.units or ()]
+        """What is embedded for each unit: a sentence alone, and a unit that does not end as a
+        sentence does (a table row, a list item, a heading) after the context, as indexed_text is
+        made from the chunk's text. Measured: on the 10-Q tables a row needs its filing's name
+        (figure recall 0.328 without, 0.560 with), while a short sentence drowns under a long
+        title ("Our default pooling strategy is MEAN." has cosine 0.661 to the question asked
+        of it alone, 0.169 behind the paper's file name and title)."""
+        units = [self.text[a:b] for a, b in self.units or ()]
+        return [u if ends_a_sentence(u) else self.with_context(u) for u in units]
 
     def with_context(self, text: str) -> str:
         return f"{self.context}{CONTEXT_SEPARATOR}{text}" if self.context else text

@@ -58,8 +58,10 @@ def test_units_are_the_sentences_and_the_lines_of_a_chunk(encoder):
     pieces = [c.text[a:b] for a, b in c.units]
     assert pieces[:4] == [s + "." for s in POOLING.rstrip(".").split(". ")]
     assert pieces[4:] == ["| item | amount |", "| rent | 1,200 |", "| food | 300 |"]
-    # what is embedded: the document context in front of each unit, as in front of the chunk
-    assert c.context and c.unit_texts[1] == f"{c.context}\n\n{pieces[1]}"
+    # what is embedded: a sentence alone; a row (no sentence end) after the document context,
+    # as the chunk's text is
+    assert c.context and c.unit_texts[1] == pieces[1]
+    assert c.unit_texts[4] == f"{c.context}\n\n{pieces[4]}"
     assert Chunker(256, 32, sentence_vectors=False).split(doc(text), encoder)[0].units is None
 
 

@@ -13,8 +13,9 @@ The rule, over the chunk's text:
   one unit per non-blank line;
 - a unit longer than `UNIT_TOKENS` content tokens is cut at token boundaries as the chunker cuts
   an over-long sentence.
-Spans are (start, end) character offsets into Chunk.text. What is encoded for a unit is the
-chunk's document context, a blank line, the unit's text (Chunk.unit_texts), as for the chunk.
+Spans are (start, end) character offsets into Chunk.text. What is encoded for a unit
+(Chunk.unit_texts) is a sentence alone, and a unit that does not end as a sentence (a table row,
+a list item) after the chunk's document context and a blank line, as for the chunk.
 """
 
 from __future__ import annotations

@@ -28,6 +28,15 @@ def sentence_spans(text: str, offset: int = 0) -> list[tuple[int, int]]:
     return spans
 
 
+_ENDS_A_SENTENCE = re.compile(r"[.!?][\"')\]]*\s*$")
+
+
+def ends_a_sentence(text: str) -> bool:
+    """Whether `text` ends as a sentence does (. ! ? before closing quotes or brackets): prose,
+    not a table row, a list item or a heading, which say little without their document."""
+    return bool(_ENDS_A_SENTENCE.search(text))
+
+
 def split_sentences(text: str) -> list[str]:
     """The sentences of a text, stripped, blank ones left out."""
     return [text[a:b].strip() for a, b in sentence_spans(text) if text[a:b].strip()]
