@@ -336,7 +336,12 @@ class RagPipeline:
 
     def _extract(self, question: str, retrieval_query: str | None, prompt: Prompt,
                  response: SearchResponse) -> str:
-        """Extracts: the sentences' vectors through the cache, the search's query vector reused."""
+        """Extracts: the sentences' vectors through the cache, which first takes the vectors the
+        collection stores of the results' sentences (sentence vectors, embedded alone as extracts
+        embed them), and the search's query vector reused: in a collection with sentence vectors
+        an extractive answer embeds only the sentences no unit holds (rows, cut sentences)."""
+        for r in response.results:
+            self.sentence_cache.put(r.stored_sentences())
         known = {response.query: response.query_vector} if response.query_vector is not None else None
         text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder,
                           cache=self.sentence_cache, known=known)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,18 @@ class VectorCache:
 
     def __len__(self) -> int:
         return len(self._vectors)
+
+    def put(self, vectors: Mapping[str, np.ndarray]) -> None:
+        """Keep vectors made elsewhere (a collection's stored sentence vectors), by text: the
+        texts' next `encode` reads them instead of embedding them."""
+        with self._lock:
+            for t, v in vectors.items():
+                v = np.array(v, dtype=np.float32)  # a copy, not a view of a larger array
+                v.setflags(write=False)
+                self._vectors[t] = v
+                self._vectors.move_to_end(t)
+            while len(self._vectors) > self.max_entries:
+                self._vectors.popitem(last=False)
 
     def encode(self, encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
         """The vectors of `texts` (float32, shape (n, dim)) in input order: cached ones as

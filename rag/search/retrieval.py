@@ -75,6 +75,14 @@ class SearchResult(BaseModel):
     unit_end: int | None = None
     legs: dict[str, LegResult] = Field(default_factory=dict, description="per-leg rank and score (explain)")
     _unit_spans: list = PrivateAttr(default_factory=list)  # the chunk's units, to name the best one
+    _unit_vectors: Any = PrivateAttr(None)  # their stored vectors, read to name it
+
+    def stored_sentences(self) -> dict[str, np.ndarray]:
+        """The stored vectors of this chunk's sentences that were embedded alone, by text ({}
+        in a collection without sentence vectors, or when the search did not read them)."""
+        if self._unit_vectors is None:
+            return {}
+        return U.stored_sentences(self.text, self._unit_spans, self._unit_vectors)
 
 
 class SearchResponse(BaseModel):
@@ -393,7 +401,10 @@ class Retriever:
         stored = self.store.unit_vectors(ids) if ids else {}
         for resp, q in zip(responses, vectors):
             for r in resp.results:
-                span = U.best_unit(q, stored[r.id], r._unit_spans) if r.id in stored else None
+                if r.id not in stored:
+                    continue
+                r._unit_vectors = stored[r.id]
+                span = U.best_unit(q, stored[r.id], r._unit_spans)
                 if span is not None:
                     r.unit_start, r.unit_end = span
 

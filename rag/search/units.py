@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from rag.text.sentences import ends_a_sentence
+
 # w, the chunk vector's share. Chosen on SciFact's 809 TRAIN queries in this package (256-token
 # chunks with document context, `rag eval retrieval --split train --unit-weight W`), nDCG@10
 # dense / hybrid (dbsf): w 0.3 0.699 / 0.741, 0.4 0.701 / 0.743, 0.5 0.704 / 0.745,
@@ -52,3 +54,17 @@ def best_unit(query: np.ndarray, unit_vectors: np.ndarray, spans: Sequence[Seque
         return None
     a, b = spans[int(np.argmax(unit_vectors @ np.asarray(query, dtype=np.float32)))]
     return int(a), int(b)
+
+
+def stored_sentences(text: str, spans: Sequence[Sequence[int]], unit_vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """The stored vectors of a chunk's units that were embedded alone (those that end as a
+    sentence: Chunk.unit_texts), by their text: exactly what an extractive answer would embed
+    for those sentences at question time, so it reads them instead."""
+    if len(spans) != len(unit_vectors):
+        return {}
+    out = {}
+    for (a, b), v in zip(spans, unit_vectors):
+        sentence = text[a:b].strip()
+        if sentence and ends_a_sentence(sentence):
+            out[sentence] = v
+    return out
