@@ -2,11 +2,14 @@
 chunk know whose filing it is, and does a question that names a filing search that filing?
 
     python benchmarks/bench_context.py [--store /tmp/bench_context] [--limit N] [--out JSON]
+                                       [--collections sentence-vectors,context,no-context]
 
-1. Ingests ../shared/data/sec10q/docs (12 10-Q filings, `YYYY QN TICKER.pdf`) twice with
-   `rag ingest`: collection `context` (the default: file-name title, document title and
-   section in front of the embedded and BM25-indexed text) and `no-context` (`--no-context`,
-   the reference: each chunk's text alone). An existing collection is reused.
+1. Ingests ../shared/data/sec10q/docs (12 10-Q filings, `YYYY QN TICKER.pdf`) with `rag ingest`
+   into up to three collections: `sentence-vectors` (the defaults: document context -- file-name
+   title, document title and section -- in front of the embedded and BM25-indexed text, and
+   each chunk's sentences and rows embedded too), `context` (`--no-sentence-vectors`: one vector
+   per chunk) and `no-context` (`--no-context --no-sentence-vectors`: each chunk's text alone).
+   An existing collection is reused.
 2. For each of the 116 questions of qna_multi.csv, for dense, BM25 and hybrid, with document
    routing off and auto (rag.search.routing: the filings the question names by their titles
    and file names, "Apple's", "Q1 2023", searched alone), the top 10:
@@ -47,7 +50,11 @@ DOCS = ROOT.parent / "shared" / "data" / "sec10q" / "docs"
 RAG = Path(sys.executable).with_name("rag")
 MODES = ("dense", "bm25", "hybrid")
 ROUTES = ("off", "auto")
-COLLECTIONS = (("context", []), ("no-context", ["--no-context"]))
+# name -> (rag ingest options, document context, sentence vectors): the default first, then today's
+# references (no sentence vectors; neither context nor sentence vectors).
+COLLECTIONS = {"sentence-vectors": ([], "on", "on"),
+               "context": (["--no-sentence-vectors"], "on", "off"),
+               "no-context": (["--no-context", "--no-sentence-vectors"], "off", "off")}
 
 
 def ingest(store: Path, name: str, extra: list[str]) -> float:
@@ -100,33 +107,39 @@ def main() -> int:
     ap.add_argument("--store", default="/tmp/bench_context")
     ap.add_argument("--limit", type=int, help="first N questions only")
     ap.add_argument("--out", help="write the figures as JSON")
+    ap.add_argument("--collections", default=",".join(COLLECTIONS),
+                    help=f"which to build and measure, of {', '.join(COLLECTIONS)} (default: all)")
     args = ap.parse_args()
     store = Path(args.store)
+    names = [n.strip() for n in args.collections.split(",") if n.strip()]
+    if unknown := [n for n in names if n not in COLLECTIONS]:
+        raise SystemExit(f"unknown collection(s) {unknown}: use {', '.join(COLLECTIONS)}")
     seconds = {}
-    for name, extra in COLLECTIONS:
-        seconds[name] = ingest(store, name, extra)
+    for name in names:
+        seconds[name] = ingest(store, name, COLLECTIONS[name][0])
     questions = load_questions("multi", args.limit)
     encoder = SentenceEncoder()
-    fig = {name: measure(store, name, questions, encoder) for name, _ in COLLECTIONS}
-    t = Table(title=f"sec10q, {len(questions)} questions, top 10: document context on/off, routing off/auto")
-    for col in ("context", "route", "mode", "right filing", "figure recall", "routed (only right filings)",
-                "ms/query"):
-        t.add_column(col, justify="left" if col in ("context", "route", "mode") else "right")
-    for name, _ in COLLECTIONS:
+    fig = {name: measure(store, name, questions, encoder) for name in names}
+    t = Table(title=f"sec10q, {len(questions)} questions, top 10: document context and sentence vectors "
+                    "on/off, routing off/auto")
+    for col in ("context", "sentence vectors", "route", "mode", "right filing", "figure recall",
+                "routed (only right filings)", "ms/query"):
+        t.add_column(col, justify="left" if col in ("context", "sentence vectors", "route", "mode") else "right")
+    for name in names:
         for route in ROUTES:
             for mode in MODES:
                 f = fig[name][route][mode]
-                t.add_row("on" if name == "context" else "off", route, mode, f"{f['right_filing']:.3f}",
+                t.add_row(*COLLECTIONS[name][1:], route, mode, f"{f['right_filing']:.3f}",
                           f"{f['figure_recall']:.3f}",
                           f"{f['routed']} ({f['routed_only_right']})" if route == "auto" else "-",
                           f"{f['ms_per_query']:.1f}")
     console = Console(width=None if sys.stdout.isatty() else 10000)
     console.print(t)
-    console.print(f"points: context {fig['context']['points']}, no-context {fig['no-context']['points']}; "
-                  "ingest s: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
-    on = fig["context"]["auto"]
+    console.print("points: " + ", ".join(f"{n} {fig[n]['points']}" for n in names)
+                  + "; ingest s: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    on = fig[names[0]]["auto"]
     best_leg = max(on["dense"]["figure_recall"], on["bm25"]["figure_recall"])
-    console.print(f"target right-filing share >= 0.85 (hybrid, context on, route auto): "
+    console.print(f"{names[0]}, route auto: target right-filing share >= 0.85 (hybrid): "
                   f"{on['hybrid']['right_filing']:.3f} -> "
                   f"{'PASS' if on['hybrid']['right_filing'] >= 0.85 else 'FAIL'}; hybrid figure recall above both "
                   f"legs: {on['hybrid']['figure_recall']:.3f} vs {best_leg:.3f} -> "
