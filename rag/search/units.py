@@ -23,10 +23,11 @@ import numpy as np
 from rag.text.sentences import ends_a_sentence
 
 # w, the chunk vector's share. Chosen on SciFact's 809 TRAIN queries in this package (256-token
-# chunks with document context, `rag eval retrieval --split train --unit-weight W`), nDCG@10
-# dense / hybrid (dbsf): w 0.3 0.699 / 0.741, 0.4 0.701 / 0.743, 0.5 0.704 / 0.745,
-# 0.6 0.704 / 0.744, 0.7 0.702 / 0.741. Test (300 queries) at 0.5: 0.709 / 0.735, against
-# 0.660 / 0.730 with one vector per chunk.
+# chunks with document context, every unit embedded after it too, `rag eval retrieval --split
+# train --unit-weight W`), nDCG@10 dense / hybrid (dbsf): w 0.3 0.699 / 0.741, 0.4 0.701 / 0.743,
+# 0.5 0.704 / 0.745, 0.6 0.704 / 0.744, 0.7 0.702 / 0.741. Test (300 queries) at 0.5: 0.709 /
+# 0.735; with sentences embedded alone (Chunk.unit_texts, the default since) 0.703 / 0.732, against
+# 0.660 / 0.730 with one vector per chunk. Not swept again for the sentences-alone units.
 DEFAULT_UNIT_WEIGHT = 0.5
 
 
