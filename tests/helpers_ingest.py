@@ -12,10 +12,14 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from pipelines.stores import StoreSettings, open_store
 from rag.ingest.chunking import Chunker
 from rag.ingest.loaders import source_name
+from rag.search import payload as P
 from rag.search.store import TextIndexSettings
 
 # Small chunks keep encoding cheap while still giving each file several chunks.
@@ -79,11 +83,27 @@ def text_index_for(settings: StoreSettings) -> TextIndexSettings | None:
 
 
 class Snapshot:
-    """What a collection holds: point id -> (source, file_hash, file_chunks)."""
+    """What a collection holds: point id -> (source, file_hash, file_chunks); and each point's
+    sentence vectors with their spans (`units`: point id -> (spans, vectors); empty in a
+    collection without them)."""
 
-    def __init__(self, points: dict[str, tuple[str, str, int]], count: int):
+    def __init__(self, points: dict[str, tuple[str, str, int]], count: int,
+                 units: dict[str, tuple[list, Any]] | None = None):
         self.points = points
         self.count = count
+        self.units = units or {}
+
+    def same_units(self, other: Snapshot) -> bool:
+        """The same points hold the same unit spans and (to float rounding) the same unit vectors."""
+        if self.units.keys() != other.units.keys():
+            return False
+        for pid, (spans, vectors) in self.units.items():
+            o_spans, o_vectors = other.units[pid]
+            if spans != o_spans or np.shape(vectors) != np.shape(o_vectors):
+                return False
+            if len(vectors) and not np.allclose(vectors, o_vectors, atol=1e-4):
+                return False
+        return True
 
     @property
     def ids(self) -> set[str]:
@@ -107,10 +127,15 @@ def snapshot(settings: StoreSettings) -> Snapshot:
     plus the engine's own exact count, which must equal the number of distinct ids."""
     store = open_store(settings)
     try:
-        points = {}
-        for pid, p in store.payloads(["source", "file_hash", "file_chunks"]):
+        points, spans = {}, {}
+        for pid, p in store.payloads(["source", "file_hash", "file_chunks", P.UNIT_SPANS]):
             points[pid] = (p["source"], p["file_hash"], int(p["file_chunks"]))
-        return Snapshot(points, store.count())
+            spans[pid] = [tuple(s) for s in p.get(P.UNIT_SPANS) or []]
+        units = {}
+        if store.info.sentence_vectors and points:
+            vectors = store.unit_vectors(list(points))
+            units = {pid: (spans[pid], np.asarray(vectors.get(pid, []))) for pid in points}
+        return Snapshot(points, store.count(), units)
     finally:
         store.close()
 

@@ -524,11 +524,20 @@ def test_every_answer_is_grounding_checked_extracts_pass_and_a_wrong_figure_is_f
     assert "unsupported: 1 of 2 sentence(s)" in err and "missing: $45.1 billion" in err
 
 
-def test_extracts_embed_each_passage_sentence_once_across_questions(collection, encoder):
+def test_extracts_embed_each_passage_sentence_once_across_questions(tmp_path, encoder):
+    """In a collection without sentence vectors extracts embed the passages' sentences (with
+    them they read the stored vectors: tests/test_units.py), each once across questions."""
+    from helpers_ingest import write
+    from pipelines.ingest import ingest
+    from rag.ingest.chunking import Chunker
     from tests.test_vector_cache import Counting
 
+    write(tmp_path / "docs", FILES)
+    plain = StoreSettings(store_dir=str(tmp_path / "store"), collection="docs")
+    assert not ingest([str(tmp_path / "docs")], encoder=encoder, store=plain, progress=False,
+                      chunker=Chunker(48, 8, sentence_vectors=False)).failed
     counting = Counting(encoder)
-    with RagPipeline(encoder=counting, store=collection, llm=None) as rag:
+    with RagPipeline(encoder=counting, store=plain, llm=None) as rag:
         first = rag.ask("What were iPhone net sales in the third quarter?")
         embedded = sum(len(c) for c in counting.calls)
         counting.calls.clear()

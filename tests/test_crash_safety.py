@@ -164,6 +164,8 @@ def test_killed_run_is_repaired_by_the_next_run(lab, encoder, n):
     assert after.ids == lab.clean.ids
     assert after.count == len(after.ids) == lab.clean.count == report.total_points
     assert after.points == lab.clean.points
+    # ... each point with the clean ingest's sentence vectors: they go in and out with their chunk
+    assert after.units and after.same_units(lab.clean)
 
 
 def assert_nothing_left(marker: str) -> None:

@@ -75,14 +75,17 @@ class SearchResult(BaseModel):
     unit_end: int | None = None
     legs: dict[str, LegResult] = Field(default_factory=dict, description="per-leg rank and score (explain)")
     _unit_spans: list = PrivateAttr(default_factory=list)  # the chunk's units, to name the best one
-    _unit_vectors: Any = PrivateAttr(None)  # their stored vectors, read to name it
+    # Their stored vectors, read to name it: float32 bytes, not an array, so that two results
+    # still compare equal with == (pydantic compares private attributes too).
+    _unit_vectors: bytes | None = PrivateAttr(None)
 
     def stored_sentences(self) -> dict[str, np.ndarray]:
         """The stored vectors of this chunk's sentences that were embedded alone, by text ({}
         in a collection without sentence vectors, or when the search did not read them)."""
         if self._unit_vectors is None:
             return {}
-        return U.stored_sentences(self.text, self._unit_spans, self._unit_vectors)
+        vectors = np.frombuffer(self._unit_vectors, dtype=np.float32).reshape(len(self._unit_spans), -1)
+        return U.stored_sentences(self.text, self._unit_spans, vectors)
 
 
 class SearchResponse(BaseModel):
@@ -403,8 +406,9 @@ class Retriever:
             for r in resp.results:
                 if r.id not in stored:
                     continue
-                r._unit_vectors = stored[r.id]
                 span = U.best_unit(q, stored[r.id], r._unit_spans)
+                if len(stored[r.id]) == len(r._unit_spans):
+                    r._unit_vectors = np.ascontiguousarray(stored[r.id], dtype=np.float32).tobytes()
                 if span is not None:
                     r.unit_start, r.unit_end = span
 
