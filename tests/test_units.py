@@ -239,45 +239,14 @@ def test_explain_shows_the_best_sentence_and_json_carries_its_span():
     assert json.loads(resp.model_dump_json())["results"][0]["unit_start"] == start
 
 
-class CountingEncoder:
-    """The real encoder, with the texts each `encode` call was given recorded."""
-
-    def __init__(self, inner):
-        self.inner, self.calls = inner, []
-        self.model, self.max_seq_length = inner.model, inner.max_seq_length
-
-    @property
-    def model_id(self):
-        return self.inner.model_id
-
-    @property
-    def dimension(self):
-        return self.inner.dimension
-
-    def encode(self, texts, batch_size=None):
-        self.calls.append(list(texts))
-        return self.inner.encode(texts, batch_size)
-
-    def count_tokens(self, texts):
-        return self.inner.count_tokens(texts)
-
-    def token_offsets(self, text):
-        return self.inner.token_offsets(text)
-
-    def warm_up(self):
-        self.inner.warm_up()
-
-    def to_dict(self):
-        return self.inner.to_dict()
-
-
 def test_extracts_read_the_stored_sentence_vectors_instead_of_embedding_them(tmp_path, encoder):
     from pipelines.answer import RagPipeline
+    from tests.test_vector_cache import Counting
 
     settings = edge_settings(tmp_path / "store")
     assert not ingest([files(tmp_path)], encoder=encoder, store=settings, chunker=Chunker(256, 32),
                       progress=False).failed
-    counting = CountingEncoder(encoder)
+    counting = Counting(encoder)
     with RagPipeline(encoder=counting, store=settings, llm=None) as rag:
         answer = rag.ask("Which pooling does the model use by default?")
     assert answer.kind == "extractive" and "Our default pooling strategy is MEAN" in answer.text.split("\n")[2]

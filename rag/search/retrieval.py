@@ -404,11 +404,11 @@ class Retriever:
         stored = self.store.unit_vectors(ids) if ids else {}
         for resp, q in zip(responses, vectors):
             for r in resp.results:
-                if r.id not in stored:
+                vectors = stored.get(r.id)
+                if vectors is None or len(vectors) != len(r._unit_spans):
                     continue
-                span = U.best_unit(q, stored[r.id], r._unit_spans)
-                if len(stored[r.id]) == len(r._unit_spans):
-                    r._unit_vectors = np.ascontiguousarray(stored[r.id], dtype=np.float32).tobytes()
+                r._unit_vectors = np.ascontiguousarray(vectors, dtype=np.float32).tobytes()
+                span = U.best_unit(q, vectors, r._unit_spans)
                 if span is not None:
                     r.unit_start, r.unit_end = span
 
