@@ -68,8 +68,7 @@ from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.search.fusion import DEFAULT_RRF_K
 from rag.search.rerank import DEFAULT_RERANK_DEPTH
 from rag.search.units import DEFAULT_UNIT_WEIGHT
-from rag.search.retrieval import (DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_ROUTE, DEFAULT_TOP_K,
-                                  DEFAULT_WEIGHTS)
+from rag.search.retrieval import DEFAULT_CANDIDATES, DEFAULT_FUSION, DEFAULT_ROUTE, DEFAULT_TOP_K
 
 Backend = Literal[BACKEND_NAMES]  # the registry's names: a backend added there is accepted here
 _GENERATION = GenerationSettings()  # its field defaults are the answer defaults
@@ -147,7 +146,8 @@ class RetrievalConfig(_Section):
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     fusion: Literal["rrf", "wsf", "dbsf"] = DEFAULT_FUSION
     rrf_k: int = Field(DEFAULT_RRF_K, ge=1)
-    weights: tuple[float, float] = DEFAULT_WEIGHTS
+    weights: tuple[float, float] | None = Field(None, description="fusion weights (dense, BM25); None: the "
+                                               "collection's default, 2,1 with sentence vectors, else 1,1")
     candidates: int = Field(DEFAULT_CANDIDATES, ge=1)
     unit_weight: float = Field(DEFAULT_UNIT_WEIGHT, ge=0, le=1, description="collections with sentence "
                                "vectors: the chunk vector's share of the dense score, the rest its best unit's")

@@ -153,7 +153,7 @@ def eval_retrieval(
                                   chunk_depth=chunk_depth,
                                   progress=advance, stats=stats)
                 seconds = time.perf_counter() - t0 + (0 if mode == "bm25" else encode_s)
-                used = retriever.to_dict()["init_parameters"]
+                used = {**retriever.to_dict()["init_parameters"], "weights": list(retriever.weights)}  # as resolved
                 keys = ("fusion", "rrf_k", "weights", "candidates") + (("reranker", "rerank_depth") if extra else ())
                 results.append(ModeResult(mode=name, metrics=evaluate(run, data.qrels), seconds=seconds,
                                           settings={**({k: used[k] for k in keys} if mode == "hybrid"

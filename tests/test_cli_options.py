@@ -54,6 +54,9 @@ def test_config_file_values_become_defaults_and_flags_win(tmp_path):
     args = parse(["ask", "q", "--weights", "1,3", "--timeout", "9"], cfg)
     out = config_from_args(args)
     assert out.retrieval.fusion == "rrf" and out.retrieval.weights == (1.0, 3.0)
+    # no weights anywhere: None, the collection's own default (rag.search.retrieval.default_weights)
+    assert config_from_args(parse(["ask", "q"])).retrieval.weights is None
+    assert parse(["search", "q"]).weights == "auto"
     assert out.llm.backend == "none" and out.llm.timeout == 9
     assert getattr(args, CONFIG_DEST) is cfg
     # eval retrieval keeps its per-data-set collection unless the file names one

@@ -101,6 +101,8 @@ def test_the_best_sentence_is_found_and_named(tmp_path, encoder, engine):
     vs = open_store(settings)
     try:
         assert vs.info.sentence_vectors
+        assert Retriever(vs, encoder).weights == (2.0, 1.0)  # the stronger dense leg weighs more
+        assert Retriever(vs, encoder, weights=(1, 1)).weights == (1.0, 1.0)
         query = "Which pooling does the model use by default?"
         for mode in ("dense", "hybrid"):
             top = Retriever(vs, encoder, top_k=3).search(query, mode=mode, explain=True).results[0]
@@ -120,6 +122,46 @@ def test_the_best_sentence_is_found_and_named(tmp_path, encoder, engine):
         assert {r.source for r in only} == {res[-1].source}
     finally:
         vs.close()
+
+
+@pytest.mark.parametrize("engine", ["edge", "local"])
+def test_a_chunk_only_bm25_found_gets_its_best_unit_scored_too(tmp_path, encoder, engine):
+    """Units have no search index: the dense leg scores the units of its candidates by id, and in
+    hybrid mode BM25's candidates are among them. One candidate per leg, the dense score the best
+    unit's alone: the chunk the chunk vector put first (a paraphrase of the question) loses the
+    dense leg to the chunk only BM25 found, whose one sentence answers it."""
+    settings = (edge_settings if engine == "edge" else local_settings)(tmp_path / "store")
+    folder = files(tmp_path)
+    (folder / "malt.md").write_text("Grain merchants stored their malt in cool cellars.\n")
+    (folder / "ledger.md").write_text(
+        "Zymurgy ledger, third quarter. Invoices were reconciled against the bank statements. "
+        "Depreciation of the delivery vans was booked monthly. The auditors asked for the payroll "
+        "records of the seasonal staff. The brewers kept their barley in a dry loft. Late payments "
+        "from two taverns were written off as bad debt.\n")
+    ingest([folder], encoder=encoder, store=settings, chunker=Chunker(256, 32),
+           text_index=text_index_for(settings), progress=False)
+    vs = open_store(settings)
+    try:
+        query = "zymurgy: where did the brewers keep the barley dry?"
+        q = encoder.encode([query])[0]
+        retriever = Retriever(vs, encoder, candidates=1, top_k=2, unit_weight=0.0)
+        by_chunk = Retriever(vs, encoder, candidates=1, top_k=1, unit_weight=1.0).search(query, mode="dense")
+        by_bm25 = retriever.search(query, mode="bm25").results[0]
+        assert by_chunk.results[0].source.endswith("malt.md") and by_bm25.source.endswith("ledger.md")
+        resp = retriever.search(query, mode="hybrid", explain=True)
+        dense_leg = {r.id: r.legs["dense"].score for r in resp.results if "dense" in r.legs}
+        best_unit = float((vs.unit_vectors([by_bm25.id])[by_bm25.id] @ q).max())
+        assert dense_leg == {by_bm25.id: pytest.approx(best_unit, abs=1e-4)}
+    finally:
+        vs.close()
+
+
+def test_a_new_collection_builds_no_search_graph_for_units(tmp_path, encoder):
+    settings = edge_settings(tmp_path / "store")
+    ingest([files(tmp_path)], encoder=encoder, store=settings, chunker=Chunker(256, 32), progress=False)
+    config = json.loads((tmp_path / "store" / "docs" / "edge_config.json").read_text())
+    assert config["vectors"]["units"]["hnsw_config"]["m"] == 0
+    assert "hnsw_config" not in config["vectors"]["dense"] or config["vectors"]["dense"]["hnsw_config"]["m"] > 0
 
 
 def test_both_engines_hold_the_same_units(tmp_path, encoder):
@@ -170,6 +212,7 @@ def test_a_collection_without_sentence_vectors_searches_as_before(tmp_path, enco
     vs = open_store(settings)
     try:
         assert not vs.info.sentence_vectors
+        assert Retriever(vs, encoder).weights == (1.0, 1.0)
         assert all(P.UNIT_SPANS not in p for _, p in vs.payloads([P.UNIT_SPANS, P.TEXT]))
         for mode in ("dense", "hybrid", "bm25"):
             res = Retriever(vs, encoder).search("default pooling strategy", mode=mode).results

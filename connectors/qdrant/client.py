@@ -98,9 +98,11 @@ class ClientStore(QdrantStoreBase):
         on_disk = True if self.cluster.get("quantization") else None
         vectors = {DENSE: m.VectorParams(size=self.info.dimension, distance=m.Distance.COSINE, on_disk=on_disk)}
         if self.info.sentence_vectors:  # a chunk's unit vectors, scored by their best match
+            # Scored only on candidates, by id (rag.search.units): no HNSW graph (m=0).
             vectors[UNITS] = m.VectorParams(
                 size=self.info.dimension, distance=m.Distance.COSINE, on_disk=on_disk,
-                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM))
+                multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+                hnsw_config=m.HnswConfigDiff(m=0))
         self._client.create_collection(
             self.name,
             vectors_config=vectors,

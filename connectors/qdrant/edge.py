@@ -74,9 +74,12 @@ class EdgeStore(QdrantStoreBase):
         qe = self._qe
         vectors = {DENSE: qe.EdgeVectorParams(size=self.info.dimension, distance=qe.Distance.Cosine)}
         if self.info.sentence_vectors:  # a chunk's unit vectors, scored by their best match
+            # Scored only on candidates, by id (rag.search.units): no HNSW graph (m=0), which for
+            # a multivector costs far more to build than the chunk vectors' own.
             vectors[UNITS] = qe.EdgeVectorParams(
                 size=self.info.dimension, distance=qe.Distance.Cosine,
-                multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim))
+                multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+                hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000))
         config = qe.EdgeConfig(vectors=vectors)
         try:
             if (self.path / SHARD_MARKER).exists():

@@ -41,11 +41,16 @@ class Option:
         return long.lstrip("-").replace("-", "_")
 
 
-def _weights_to_cli(weights: Sequence[float]) -> str:
-    return ",".join(f"{w:g}" for w in weights)
+AUTO_WEIGHTS = "auto"  # --weights: the collection's default (rag.search.retrieval.default_weights)
 
 
-def _weights_from_cli(text: str) -> tuple[float, float]:
+def _weights_to_cli(weights: Sequence[float] | None) -> str:
+    return ",".join(f"{w:g}" for w in weights) if weights is not None else AUTO_WEIGHTS
+
+
+def _weights_from_cli(text: str) -> tuple[float, float] | None:
+    if str(text).strip() == AUTO_WEIGHTS:
+        return None  # the collection's default
     try:
         weights = tuple(float(w) for w in str(text).split(","))
     except ValueError:
@@ -123,7 +128,8 @@ RETRIEVAL = [
                                          "dbsf (distribution-based) (default: %(default)s)",
          choices=("rrf", "wsf", "dbsf")),
     _opt("--rrf-k", "retrieval.rrf_k", "RRF k, 1-based ranks (default: %(default)s)", type=int),
-    _opt("--weights", "retrieval.weights", "per-leg weights (default: %(default)s)", metavar="DENSE,BM25",
+    _opt("--weights", "retrieval.weights", "per-leg weights, or auto: 2,1 on a collection with sentence "
+         "vectors, 1,1 without (default: %(default)s)", metavar="DENSE,BM25",
          to_cli=_weights_to_cli, from_cli=_weights_from_cli),
     _opt("--candidates", "retrieval.candidates", "candidate depth per leg (default: %(default)s)", type=int),
     _opt("--unit-weight", "retrieval.unit_weight", "collections with sentence vectors: the chunk vector's "

@@ -7,8 +7,8 @@ legs run in one batched call and `rag.search.fusion` fuses them client-side. Bot
 ranking (tested).
 
 In a collection with sentence vectors the dense leg scores each chunk by its vector and its best
-unit's (rag.search.units): candidates from both vectors, each scored on both, combined here; the
-legs are then always fused client-side, with the same formulas. Each result then names its best
+unit's (rag.search.units): the chunk vector's candidates and, in hybrid mode, BM25's, each
+scored on both vectors, combined here; the legs are then always fused client-side, with the same formulas. Each result then names its best
 unit's span in the chunk's text (unit_start, unit_end).
 """
 
@@ -48,6 +48,12 @@ FILTER_KEYS = INTEGER_KEYS | STRING_KEYS | {PAGE_KEY}
 # 300 candidates, reached 0.730 at twice the latency). Test: 0.727, against 0.711 for RRF k=60.
 DEFAULT_FUSION: Fusion = "dbsf"
 DEFAULT_WEIGHTS = (1.0, 1.0)
+# The weights (dense, BM25) of a collection with sentence vectors, whose dense leg (the chunk
+# vector mixed with the best sentence's, rag.search.units) is the stronger leg: SciFact test
+# dense 0.703 against BM25 0.687 nDCG@10, sec10q figure recall 0.492 against 0.269. With equal
+# weights BM25 pulled the sec10q hybrid under its dense leg (0.435); see DEFAULT_UNIT_WEIGHTS'
+# measurements in benchmarks/README.md, "Fusion with sentence vectors".
+DEFAULT_UNIT_WEIGHTS = (2.0, 1.0)
 DEFAULT_CANDIDATES = 100
 DEFAULT_TOP_K = 10
 
@@ -197,7 +203,8 @@ def mmr(relevance: Sequence[float], vectors: np.ndarray, k: int, lam: float) -> 
 class Retriever:
     """Search one collection. Light constructor, serialisable settings.
 
-    mode: dense, bm25 or hybrid. fusion: rrf (k = rrf_k), wsf or dbsf; weights: (dense, bm25).
+    mode: dense, bm25 or hybrid. fusion: rrf (k = rrf_k), wsf or dbsf; weights: (dense, bm25),
+    None for the collection's default (default_weights: 2,1 with sentence vectors, else 1,1).
     candidates: depth of each leg. mmr_lambda: set (e.g. 0.7) to diversify the final list.
     reranker: a second stage (rag.search.rerank.CrossEncoderReranker, or anything with
     `score(pairs)` and `to_dict()`): the first `rerank_depth` fused candidates are scored with
@@ -212,7 +219,7 @@ class Retriever:
     """
 
     def __init__(self, store: VectorStore, encoder: Encoder, mode: Mode = "hybrid", fusion: Fusion = DEFAULT_FUSION,
-                 rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] = DEFAULT_WEIGHTS,
+                 rrf_k: int = F.DEFAULT_RRF_K, weights: tuple[float, float] | None = None,
                  candidates: int = DEFAULT_CANDIDATES, top_k: int = DEFAULT_TOP_K, mmr_lambda: float | None = None,
                  reranker=None, rerank_depth: int = DEFAULT_RERANK_DEPTH, route: Route = DEFAULT_ROUTE,
                  unit_weight: float = U.DEFAULT_UNIT_WEIGHT):
@@ -227,7 +234,8 @@ class Retriever:
         self.unit_weight = float(unit_weight)
         self.store, self.encoder = store, encoder
         self.mode, self.fusion, self.rrf_k = mode, fusion, rrf_k
-        self.weights = tuple(float(w) for w in weights)
+        self._weights_given = weights is not None
+        self.weights = tuple(float(w) for w in weights) if weights is not None else default_weights(store.info)
         self.candidates, self.top_k, self.mmr_lambda = candidates, top_k, mmr_lambda
         if rerank_depth < 1:
             raise ConfigError("rerank_depth must be at least 1")
@@ -248,7 +256,8 @@ class Retriever:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Retriever", "init_parameters": {
-            "mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k, "weights": list(self.weights),
+            "mode": self.mode, "fusion": self.fusion, "rrf_k": self.rrf_k,
+            "weights": list(self.weights) if self._weights_given else None,
             "candidates": self.candidates, "top_k": self.top_k, "mmr_lambda": self.mmr_lambda,
             "reranker": self.reranker.to_dict() if self.reranker is not None else None,
             "rerank_depth": self.rerank_depth, "route": self.route, "unit_weight": self.unit_weight}}
@@ -256,7 +265,8 @@ class Retriever:
     @classmethod
     def from_dict(cls, data: dict[str, Any], store: VectorStore, encoder: Encoder) -> Retriever:
         params = dict(data.get("init_parameters", {}))
-        params["weights"] = tuple(params.get("weights", (1.0, 1.0)))
+        if params.get("weights") is not None:
+            params["weights"] = tuple(params["weights"])
         return cls(store, encoder, **params)
 
     # ------------------------------------------------------------------ API
@@ -342,10 +352,11 @@ class Retriever:
         flat = [QuerySpec(legs=[leg], limit=leg.limit, filter=conditions, with_payload=False)
                 for legs, conditions in zip(specs, per_query) for leg in legs]
         leg_hits = self.store.query_batch(flat)
-        n = len(specs[0]) if specs else 0  # legs per query: dense, units (with sentence vectors), text
+        n = len(specs[0]) if specs else 0  # legs per query: dense, text
         per = [[[(h.id, h.score) for h in hits] for hits in leg_hits[i * n:(i + 1) * n]]
                for i in range(len(queries))]
-        dense_lists = (self._unit_scored([p[0] for p in per], [p[1] for p in per], specs, per_query) if units
+        dense_lists = (self._unit_scored([p[0] for p in per], [p[-1] for p in per] if mode == "hybrid" else None,
+                                         specs, per_query) if units
                        else [p[0] for p in per])
         fused_hits, fused_ranks, empty = [], [], []
         for i, q in enumerate(queries):
@@ -378,17 +389,22 @@ class Retriever:
         """The dense leg scores units too: a collection with sentence vectors, a mode with it."""
         return mode != "bm25" and self.store.info.sentence_vectors
 
-    def _unit_scored(self, chunk_lists: list[list[tuple[str, float]]], unit_lists: list[list[tuple[str, float]]],
-                     specs: list[list[Leg]], per_query: list[list[Condition]]) -> list[list[tuple[str, float]]]:
-        """Each query's dense leg in a collection with sentence vectors: its candidates from both
-        vectors, the scores each lacks asked of the store in one batched call (the candidates
-        alone, by id), combined (rag.search.units) and cut to the leg's depth."""
+    def _unit_scored(self, chunk_lists: list[list[tuple[str, float]]],
+                     text_lists: list[list[tuple[str, float]]] | None, specs: list[list[Leg]],
+                     per_query: list[list[Condition]]) -> list[list[tuple[str, float]]]:
+        """Each query's dense leg in a collection with sentence vectors. Its candidates are the
+        chunk vector's nearest and, in hybrid mode, BM25's (rag.search.units.candidates: units
+        need no index of their own); every candidate's best-unit score, and the chunk score of
+        those only BM25 found, are asked of the store by id in one batched call, then combined
+        (rag.search.units.combine) and cut to the leg's depth."""
         chunk = [dict(c) for c in chunk_lists]
-        units = [dict(u) for u in unit_lists]
+        units: list[dict[str, float]] = [{} for _ in chunk_lists]
         asks, into = [], []
         for i, legs in enumerate(specs):
             vector = legs[0].vector
-            for kind, ids, scores in zip(("dense", "units"), U.missing(chunk[i], units[i]), (chunk[i], units[i])):
+            candidates = U.candidates(chunk[i], text_lists[i] if text_lists is not None else ())
+            lacking = [d for d in candidates if d not in chunk[i]]
+            for kind, ids, scores in (("units", candidates, units[i]), ("dense", lacking, chunk[i])):
                 if ids:
                     asks.append(QuerySpec(legs=[Leg(kind=kind, vector=vector, limit=len(ids))], limit=len(ids),
                                           filter=per_query[i], ids=ids, with_payload=False))
@@ -447,8 +463,6 @@ class Retriever:
         legs = []
         if mode in ("dense", "hybrid"):
             legs.append(Leg(kind="dense", vector=[float(x) for x in vector], limit=self.candidates))
-            if self._units(mode):
-                legs.append(Leg(kind="units", vector=legs[0].vector, limit=self.candidates))
         if mode in ("bm25", "hybrid"):
             legs.append(Leg(kind="text", text=query, limit=self.candidates))
         return legs
@@ -489,6 +503,12 @@ class Retriever:
             results.append(result)
         return SearchResponse(query=query, mode=mode, fusion=self.fusion if mode == "hybrid" else None,
                               results=results, notes=notes, route=route)
+
+
+def default_weights(info) -> tuple[float, float]:
+    """The fusion weights (dense, BM25) a collection gets when none are given: DEFAULT_UNIT_WEIGHTS
+    with sentence vectors, DEFAULT_WEIGHTS without."""
+    return DEFAULT_UNIT_WEIGHTS if getattr(info, "sentence_vectors", False) else DEFAULT_WEIGHTS
 
 
 def _check_route(route: str) -> Route:
