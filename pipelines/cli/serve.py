@@ -20,7 +20,8 @@ def register(sub, cfg) -> None:
                     "citation and grounding checks), GET /v1/models (one per collection), POST /v1/search "
                     "(as rag search --json), POST/GET /v1/documents and GET /v1/jobs/ID (uploads, ingested in the "
                     "background), DELETE /v1/documents/ID, GET/POST /v1/collections and DELETE /v1/collections/NAME, "
-                    "GET /health; the web chat page at /. Needs the server extra: "
+                    "GET /health; the web chat page at /; the MCP tools at /mcp (streamable HTTP, with the mcp extra). "
+                    "Needs the server extra: "
                     "pip install -e '.[server]'.")
     add_answer_options(p, cfg)
     g = p.add_argument_group("server")

@@ -9,6 +9,10 @@
                                  uploads and their ingest jobs, the document list (documents.py)
     GET/POST /v1/collections, DELETE /v1/collections/{name}
                                  list, create, delete collections (collections.py)
+    POST /mcp                    the MCP tools, streamable HTTP (mcp_http.py)
+
+With `--keys FILE` each key sees only its collections (keys.py, access.py): every route asks
+access.py, and another key's collection answers as a missing one.
 
 A chat request is answered by RagPipeline itself (`RagPipeline.astream`: retrieval, prompt,
 LLM or extracts, the citation and grounding checks); a follow-up is rewritten first by
@@ -49,6 +53,7 @@ from pipelines.server.access import grant_of, readable
 from pipelines.server.keys import AccessDeniedError
 from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitPerClient, RequireKey, send_error
 from pipelines.server.generation import GenerationInterrupted
+from pipelines.server.mcp_http import add_mcp_route
 from pipelines.server.options import ServeOptions
 from pipelines.server.state import ServerState
 from rag.answer.llm import ChatMessage
@@ -318,13 +323,15 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     key = options.server_key()
     grants = options.key_grants()
 
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(state.open)
         logger.info("%s; key %s", state.describe(), f"required ({len(grants)} from {options.keys_file})" if grants
                     else "required" if key else "not required (loopback only)")
         try:
-            yield
+            async with mcp_sessions:  # the MCP route's session manager (set below)
+                yield
         finally:
             await asyncio.to_thread(state.close)
 
@@ -333,6 +340,7 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     app.state.rag = state
     _add_error_handlers(app)
     _add_routes(app, state)
+    mcp_sessions = add_mcp_route(app, state, options.host)
     # Added innermost first: CORS (outermost) answers preflights, then the key, then the
     # client's share, then the size.
     app.add_middleware(CatchAll)

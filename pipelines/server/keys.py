@@ -27,6 +27,7 @@ The server's own `--server-key-env` keys are each `Grant.everything()`: every co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -181,7 +182,7 @@ def _entry(entry: dict, where: str, environ: Mapping[str, str]) -> tuple[bytes, 
     if default is not None:
         if not isinstance(default, str) or not grant.may_read(default):
             raise ConfigError(f"{where}: default must be a collection the key may read")
-        grant = Grant(**{**grant.__dict__, "default": default})
+        grant = dataclasses.replace(grant, default=default)
     return digest, grant
 
 

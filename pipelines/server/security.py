@@ -17,6 +17,9 @@
   flight (a streamed answer counts until its last byte); one more is answered 429 with
   Retry-After, so one client cannot fill the generation queue or the worker threads for all.
   The variable may hold several keys separated by commas, one per client.
+- Keys per client (`--keys FILE`, keys.py): each key's SHA-256 is compared the same way, and
+  the request carries the key's Grant (which collections it may read and write, its own
+  limits) on to the routes.
 
 The middlewares are plain ASGI (no FastAPI import here), so the CLI can run the bind rule
 without loading the web stack.
@@ -192,7 +195,7 @@ class LimitPerClient:
         self.chats: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or scope["path"] == "/mcp"):
             return await self.app(scope, receive, send)
         who = client_of(scope)
         is_chat = (scope["method"], scope["path"]) == CHAT_ROUTE
