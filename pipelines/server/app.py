@@ -323,7 +323,6 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     key = options.server_key()
     grants = options.key_grants()
 
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(state.open)
