@@ -84,7 +84,8 @@ def cited_sse() -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, encoder):
-    """Collections docs and notes; extracts; a server key (so the page must ask for it)."""
+    """Collections docs and notes, notes the default (so not the first by name); extracts; a
+    server key (so the page must ask for it)."""
     from pipelines.ingest import ingest
     from rag.ingest.chunking import Chunker
 
@@ -95,7 +96,7 @@ def server(tmp_path_factory, encoder):
         rep = ingest([str(root / name)], encoder=encoder, chunker=Chunker(48, 8), progress=False,
                      store=StoreSettings(store_dir=str(root / "store"), collection=name))
         assert not rep.failed and rep.total_points
-    cfg = RagConfig(store={"dir": str(root / "store"), "collection": "docs"}, llm={"backend": "none"})
+    cfg = RagConfig(store={"dir": str(root / "store"), "collection": "notes"}, llm={"backend": "none"})
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(KEY_ENV, KEY)
         app = create_app(cfg, ServeOptions(server_key_env=KEY_ENV), encoder=encoder)
@@ -162,10 +163,12 @@ def test_a_person_asks_the_page_opens_the_cited_source_and_uploads_a_pdf(server,
         key_field = wait.until(EC.visibility_of_element_located((By.ID, "key")))
         assert "needs a key" in driver.find_element(By.ID, "status").text
         early = [e for e in _console(driver) if e["level"] == "SEVERE"]
-        assert all("/v1/models" in e["message"] and "401" in e["message"] for e in early), early
+        assert all("/v1/collections" in e["message"] and "401" in e["message"] for e in early), early
         key_field.send_keys(KEY)
         driver.find_element(By.CSS_SELECTOR, "#key-form button").click()
         wait.until(lambda d: [o.text for o in Select(d.find_element(By.ID, "collection")).options] == ["docs", "notes"])
+        # the server's default is preselected, not the first name
+        assert Select(driver.find_element(By.ID, "collection")).first_selected_option.text == "notes"
         assert not driver.find_element(By.ID, "key-box").is_displayed()
         assert driver.find_element(By.ID, "upload-box").is_displayed()
 
@@ -281,6 +284,6 @@ def test_list_and_range_citations_render_as_one_marker_each_showing_their_source
             assert [c.get_attribute("data-n") for c in cards] == marker.get_attribute("data-n").split()
         assert "cites passages that were not given: [9]" in driver.find_element(By.CSS_SELECTOR, ".turn .checks").text
         problems = [e for e in _console(driver) if e["level"] == "SEVERE"]
-        assert all("/v1/models" in e["message"] and "401" in e["message"] for e in problems), problems
+        assert all("/v1/collections" in e["message"] and "401" in e["message"] for e in problems), problems
     finally:
         driver.quit()

@@ -54,6 +54,11 @@ def collection_params(cluster: dict, models) -> dict:
     return out
 
 
+def not_found_message(name: str) -> str:
+    """What opening a missing collection says (the server says the same of one a key may not see)."""
+    return f"collection '{name}' does not exist on the Qdrant server"
+
+
 class ClientStore(QdrantStoreBase):
     """A collection on a Qdrant server (url, api_key; the key defaults to $QDRANT_API_KEY and is
     never printed) or in qdrant-client's local mode (path)."""
@@ -88,7 +93,7 @@ class ClientStore(QdrantStoreBase):
                 self.info = info
                 self._create()
             else:
-                raise CollectionNotFoundError(f"collection '{name}' does not exist on the Qdrant server")
+                raise CollectionNotFoundError(not_found_message(name))
         except BaseException:
             self.close()  # a refused open must not keep the client (in local mode: the folder's lock)
             raise

@@ -38,6 +38,12 @@ def text_index_params(settings: TextIndexSettings):
     )
 
 
+def not_found_message(root: Path, name: str) -> str:
+    """What opening a missing collection says (the server says the same of one a key may not see)."""
+    return (f"collection '{name}' does not exist in {root} "
+            "(run `rag ingest` first, or check --store and --collection)")
+
+
 class EdgeStore(QdrantStoreBase):
     """A collection in a local folder, opened by one process at a time."""
 
@@ -54,9 +60,7 @@ class EdgeStore(QdrantStoreBase):
         self.path = Path(store_dir).expanduser().resolve() / name
         meta_path = self.path / META_FILE
         if not meta_path.exists() and not (create and info is not None):
-            raise CollectionNotFoundError(
-                f"collection '{name}' does not exist in {self.path.parent} "
-                "(run `rag ingest` first, or check --store and --collection)")
+            raise CollectionNotFoundError(not_found_message(self.path.parent, name))
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _acquire_lock(self.path)
         try:

@@ -16,13 +16,13 @@ from rag.errors import RagError
 def build_parser(cfg=None) -> argparse.ArgumentParser:
     """The parser, with every option's default taken from `cfg` (a RagConfig; default: the
     config's own defaults)."""
-    from pipelines.cli import analysis, answer, documents, evaluate, serve, training
+    from pipelines.cli import analysis, answer, documents, evaluate, mcp, serve, training
     from pipelines.config import RagConfig
 
     cfg = cfg if cfg is not None else RagConfig()
     parser = argparse.ArgumentParser(prog="rag", description="Retrieval-augmented generation over your documents.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (documents, evaluate, training, analysis, answer, serve):
+    for group in (documents, evaluate, training, analysis, answer, serve, mcp):
         group.register(sub, cfg)
     return parser
 

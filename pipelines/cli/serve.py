@@ -20,7 +20,8 @@ def register(sub, cfg) -> None:
                     "citation and grounding checks), GET /v1/models (one per collection), POST /v1/search "
                     "(as rag search --json), POST/GET /v1/documents and GET /v1/jobs/ID (uploads, ingested in the "
                     "background), DELETE /v1/documents/ID, GET/POST /v1/collections and DELETE /v1/collections/NAME, "
-                    "GET /health; the web chat page at /. Needs the server extra: "
+                    "GET /health; the web chat page at /; the MCP tools at /mcp (streamable HTTP, with the mcp extra). "
+                    "Needs the server extra: "
                     "pip install -e '.[server]'.")
     add_answer_options(p, cfg)
     g = p.add_argument_group("server")
@@ -32,6 +33,10 @@ def register(sub, cfg) -> None:
                    help="environment variable holding the key clients must send as 'Authorization: Bearer "
                         "KEY', or several keys separated by commas, one per client (default: no key, loopback "
                         "only)")
+    g.add_argument("--keys", metavar="FILE",
+                   help="TOML file of keys per client: each a name, its SHA-256 or the variable holding it, the "
+                        "collections it may read and write, optional limits; a key sees only its collections "
+                        "(README: two teams on one server)")
     g.add_argument("--workers", type=int, default=1,
                    help="worker processes (default: %(default)s; more need a Qdrant server, --url)")
     g.add_argument("--max-concurrent-generations", type=int, metavar="N",
@@ -70,13 +75,16 @@ def serve_options(args):
         raise ConfigError(f"--max-upload-mb {args.max_upload_mb:g}: give a size above 0")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: give 0-65535")
-    options = ServeOptions(host=args.host, port=args.port, server_key_env=args.server_key_env,
+    options = ServeOptions(host=args.host, port=args.port, server_key_env=args.server_key_env, keys_file=args.keys,
                            workers=max(args.workers, 1), max_concurrent_generations=args.max_concurrent_generations,
                            cors_origins=args.cors_origin, log_level=args.log_level,
                            max_requests_per_client=args.max_requests_per_client,
                            max_chats_per_client=args.max_chats_per_client,
                            max_upload_bytes=max(1, int(args.max_upload_mb * 1_000_000)))
-    check_bind(options.host, options.server_key())
+    key = options.server_key()
+    if options.keys_file:
+        options.key_grants()  # a wrong key file stops the command here, before anything is opened
+    check_bind(options.host, key or options.keys_file)
     check_workers(cfg.store, args.workers)
     return cfg, options
 
@@ -92,6 +100,6 @@ def cmd_serve(args) -> int:
                           "pip install -e '.[server]'") from None
     from pipelines import render
 
-    key = "a key (Authorization: Bearer)" if options.server_key_env else "no key"
+    key = "a key (Authorization: Bearer)" if options.requires_key() else "no key"
     render.note(f"rag serve: http://{options.host}:{options.port}/v1, {key}; Ctrl-C stops it")
     return run_server(cfg, options)

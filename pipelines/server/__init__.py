@@ -9,6 +9,9 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
   `run_server` / `serve_in_background`.
 - `schemas.py`: the request and response models (OpenAI shapes plus the RAG fields).
 - `security.py`: the bind rule, the key check, the body-size limit (plain ASGI).
+- `keys.py`: keys per client (`--keys FILE`): which collections a key may read and write;
+  `access.py`: the same questions asked by every route and MCP tool.
+- `mcp_http.py`: the MCP tools (pipelines/mcp_tools.py) at /mcp, streamable HTTP.
 - `options.py`: how it listens and how much it takes on (`ServeOptions`).
 - `state.py`: the one owner of the open collections, the encoder and the LLM's generation slots.
 - `generation.py`: the LLM gate (generation slots sized by what the backend declares).

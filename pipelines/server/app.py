@@ -9,6 +9,10 @@
                                  uploads and their ingest jobs, the document list (documents.py)
     GET/POST /v1/collections, DELETE /v1/collections/{name}
                                  list, create, delete collections (collections.py)
+    POST /mcp                    the MCP tools, streamable HTTP (mcp_http.py)
+
+With `--keys FILE` each key sees only its collections (keys.py, access.py): every route asks
+access.py, and another key's collection answers as a missing one.
 
 A chat request is answered by RagPipeline itself (`RagPipeline.astream`: retrieval, prompt,
 LLM or extracts, the citation and grounding checks); a follow-up is rewritten first by
@@ -45,8 +49,11 @@ from pipelines.config import RagConfig
 from pipelines.server import schemas as S
 from pipelines.server.collections import add_collection_routes
 from pipelines.server.documents import LimitBodyOrUpload, add_document_routes, upload_request_limit
+from pipelines.server.access import grant_of, readable
+from pipelines.server.keys import AccessDeniedError
 from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitPerClient, RequireKey, send_error
 from pipelines.server.generation import GenerationInterrupted
+from pipelines.server.mcp_http import add_mcp_route
 from pipelines.server.options import ServeOptions
 from pipelines.server.state import ServerState
 from rag.answer.llm import ChatMessage
@@ -75,6 +82,7 @@ PAGE_ROUTES = OPEN_ROUTES | {("GET", path) for path in [*PAGE_FILES, "/favicon.i
 #: (status, code) per error class, most specific first.
 ERROR_STATUS: list[tuple[type[Exception], int, str]] = [
     (CollectionNotFoundError, 404, "collection_not_found"),
+    (AccessDeniedError, 403, "permission_denied"),
     (ConfigError, 400, "invalid_request"),
     (StoreLockedError, 503, "store_busy"),
     (ModelMismatchError, 409, "model_mismatch"),
@@ -152,10 +160,14 @@ class ChatRun:
     """One chat answer running as its own task. Events on the queue: ("sources", passages),
     ("text", piece) ..., then ("answer", Answer) or ("error", exception)."""
 
-    def __init__(self, state: ServerState, request: S.ChatRequest):
+    def __init__(self, state: ServerState, request: S.ChatRequest, grant=None):
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_SIZE)
-        self.collection = state.pick_collection(request.rag.collection, request.model)
+        grant = grant or grant_of({})
+        # A model naming a collection the key may not see is any other model name: the key's default.
+        model = request.model if request.model and grant.may_read(request.model) else None
+        self.collection = readable(state, grant, state.pick_collection(
+            request.rag.collection, model, default=grant.default_collection(state.default_collection)))
         self.question, self.session_history, self.earlier, self.notes = _read_turns(request.messages)
         self.state, self.request = state, request
         self.task: asyncio.Task | None = None
@@ -309,13 +321,16 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     options = options or ServeOptions()
     state = state or ServerState(config, options, encoder=encoder)
     key = options.server_key()
+    grants = options.key_grants()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(state.open)
-        logger.info("%s; key %s", state.describe(), "required" if key else "not required (loopback only)")
+        logger.info("%s; key %s", state.describe(), f"required ({len(grants)} from {options.keys_file})" if grants
+                    else "required" if key else "not required (loopback only)")
         try:
-            yield
+            async with mcp_sessions:  # the MCP route's session manager (set below)
+                yield
         finally:
             await asyncio.to_thread(state.close)
 
@@ -324,6 +339,7 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     app.state.rag = state
     _add_error_handlers(app)
     _add_routes(app, state)
+    mcp_sessions = add_mcp_route(app, state, options.host)
     # Added innermost first: CORS (outermost) answers preflights, then the key, then the
     # client's share, then the size.
     app.add_middleware(CatchAll)
@@ -331,8 +347,8 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
                        upload_limit=upload_request_limit(options.max_upload_bytes))
     app.add_middleware(LimitPerClient, max_requests=options.max_requests_per_client,
                        max_chats=options.max_chats_per_client)
-    if key:
-        app.add_middleware(RequireKey, key=key, open_routes=PAGE_ROUTES)
+    if key or grants:
+        app.add_middleware(RequireKey, key=key, open_routes=PAGE_ROUTES, grants=grants)
     if options.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -380,16 +396,18 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         return {"status": "ok"}
 
     @app.get("/v1/models", response_model=S.ModelList)
-    async def models() -> S.ModelList:
-        names = await asyncio.to_thread(state.collections)
+    async def models(request: Request) -> S.ModelList:
+        names = grant_of(request.scope).visible(await asyncio.to_thread(state.collections))
         return S.ModelList(data=[S.ModelCard(id=n) for n in names])
 
     @app.post("/v1/search")
-    async def search(body: S.SearchRequest) -> Response:
+    async def search(body: S.SearchRequest, request: Request) -> Response:
+        name = readable(state, grant_of(request.scope), body.collection)
+
         def run() -> str:
             # One worker-thread hop: the collection (open already, but it may not be), the
             # search, and its JSON (pydantic's serialiser, not the event loop's json.dumps).
-            served = state.collection(body.collection)
+            served = state.collection(name)
             return served.search(body.query, top_k=body.top_k, filters=body.filters, mode=body.mode,
                                  explain=body.explain).model_dump_json()
 
@@ -397,7 +415,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/chat/completions", response_model=S.ChatCompletion)
     async def chat(body: S.ChatRequest, request: Request) -> Response:
-        run = ChatRun(state, body)
+        run = ChatRun(state, body, grant_of(request.scope))
         await run.start()
         try:
             first = await run.next(request)

@@ -30,11 +30,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from pipelines.server import schemas as S
+from pipelines.server.access import EVERYTHING, grant_of, writable
+from pipelines.server.keys import AccessDeniedError, Grant
 from pipelines.server.state import ServerState, Served
 from pipelines.stores import open_store
 from rag.errors import ConfigError, RagError
@@ -52,20 +54,23 @@ class CollectionCreate(BaseModel):
     name: S.CollectionName
 
 
-def describe(state: ServerState, served: Served) -> dict[str, Any]:
+def describe(state: ServerState, served: Served, default: str | None = None) -> dict[str, Any]:
     info = served.handle.info
     return {"id": served.name, "object": "collection", "points": served.handle.count(),
-            "default": served.name == state.default_collection, "model": info.model,
+            "default": served.name == (default or state.default_collection), "model": info.model,
             "dimension": info.dimension, "chunk_size": info.chunk_size, "chunk_overlap": info.chunk_overlap}
 
 
-def list_collections(state: ServerState) -> dict[str, Any]:
+def list_collections(state: ServerState, grant: Grant = EVERYTHING) -> dict[str, Any]:
+    """The collections `grant`'s key may read; "default" marks the one a request naming none
+    goes to (the key's default)."""
     data = []
-    for name in state.collections():
+    default = grant.default_collection(state.default_collection)
+    for name in grant.visible(state.collections()):
         try:
-            data.append(describe(state, state.collection(name)))
+            data.append(describe(state, state.collection(name), default))
         except RagError as e:  # held by another process, another model ...: listed, with why
-            data.append({"id": name, "object": "collection", "default": name == state.default_collection,
+            data.append({"id": name, "object": "collection", "default": name == default,
                          "error": str(e)})
     return {"object": "list", "data": data}
 
@@ -111,11 +116,13 @@ def add_collection_routes(app: FastAPI, state: ServerState, error_response, exce
     """The routes above, on `app`; errors in the OpenAI shape."""
 
     @app.get("/v1/collections")
-    async def collections() -> Response:
-        return JSONResponse(await asyncio.to_thread(list_collections, state))
+    async def collections(request: Request) -> Response:
+        return JSONResponse(await asyncio.to_thread(list_collections, state, grant_of(request.scope)))
 
     @app.post("/v1/collections", status_code=201)
-    async def create(body: CollectionCreate) -> Response:
+    async def create(body: CollectionCreate, request: Request) -> Response:
+        if not grant_of(request.scope).may_write(body.name):  # before the 409: no probing others' names
+            raise AccessDeniedError(f"this key may not create collection '{body.name}' (only those it may write)")
         try:
             made = await asyncio.wrap_future(state.writer.call(lambda: create_collection(state, body.name)))
         except CollectionExistsError as e:
@@ -123,7 +130,8 @@ def add_collection_routes(app: FastAPI, state: ServerState, error_response, exce
         return JSONResponse(made, status_code=201)
 
     @app.delete("/v1/collections/{name}")
-    async def delete(name: S.CollectionName) -> Response:
+    async def delete(name: S.CollectionName, request: Request) -> Response:
+        writable(state, grant_of(request.scope), name)
         try:
             gone = await asyncio.wrap_future(state.writer.call(lambda: delete_collection(state, name)))
         except DefaultCollectionError as e:

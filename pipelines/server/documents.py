@@ -47,6 +47,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
 from pipelines.server import schemas as S
+from pipelines.server.access import grant_of, readable, refuse_read_only, writable
 from pipelines.server.security import LimitBody, send_error
 from pipelines.server.jobs import DocumentNotFoundError, document_id
 from pipelines.server.state import ServerState
@@ -282,17 +283,20 @@ async def receive_upload(request: Request, state: ServerState) -> dict[str, Any]
     (unknown collection: 404) otherwise, with every file of the request removed."""
     options = state.options
     uploads = state.uploads_dir
+    grant = grant_of(request.scope)
+    refuse_read_only(grant)  # 403 before a byte is staged
     parser = UploadParser(uploads / ".incoming", options.max_upload_bytes,
                           upload_request_limit(options.max_upload_bytes))
     try:
         await parser.parse(request)
         if not parser.files:
             raise UploadError(400, "no file: send one or more files in 'file' fields", "invalid_request")
-        name = parser.fields.get("collection", "").strip() or state.default_collection
+        name = parser.fields.get("collection", "").strip() or grant.default_collection(state.default_collection)
         try:
             name = _COLLECTION.validate_python(name)
         except ValidationError:
             raise UploadError(400, f"collection '{name[:64]}': not a collection name", "invalid_request") from None
+        writable(state, grant, name)  # not the key's: 404; read-only for it: 403
         await asyncio.to_thread(state.collection, name)  # CollectionNotFoundError: 404
         folder = uploads / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -335,20 +339,21 @@ def add_document_routes(app: FastAPI, state: ServerState, error_response, except
         return JSONResponse(body, status_code=202)
 
     @app.get("/v1/jobs/{job_id}")
-    async def job(job_id: str) -> Response:
+    async def job(job_id: str, request: Request) -> Response:
         found = state.writer.job(job_id)
-        if found is None:
+        if found is None or not grant_of(request.scope).may_read(found.collection):
             return error_response(404, f"no job {job_id[:80]} (jobs are kept while the server runs)",
                                   "job_not_found")
         return JSONResponse(found.view())
 
     @app.get("/v1/documents")
-    async def documents(collection: S.CollectionName | None = None) -> Response:
-        return JSONResponse(await asyncio.to_thread(list_documents, state, collection))
+    async def documents(request: Request, collection: S.CollectionName | None = None) -> Response:
+        name = readable(state, grant_of(request.scope), collection)
+        return JSONResponse(await asyncio.to_thread(list_documents, state, name))
 
     @app.delete("/v1/documents/{doc_id}")
-    async def delete(doc_id: str, collection: S.CollectionName | None = None) -> Response:
-        name = collection or state.default_collection
+    async def delete(doc_id: str, request: Request, collection: S.CollectionName | None = None) -> Response:
+        name = writable(state, grant_of(request.scope), collection)
         await asyncio.to_thread(state.collection, name)
         try:
             removed = await asyncio.wrap_future(state.writer.delete(name, doc_id))

@@ -21,6 +21,7 @@ class ServeOptions(BaseModel):
     host: str = DEFAULT_HOST
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
     server_key_env: str | None = None
+    keys_file: str | None = Field(None, description="--keys FILE: keys per client (hashes or variable names)")
     workers: int = Field(1, ge=1)
     max_concurrent_generations: int | None = Field(None, ge=1, description="network backends; "
                                                    f"default {DEFAULT_NETWORK_GENERATIONS}")
@@ -33,6 +34,15 @@ class ServeOptions(BaseModel):
 
     def server_key(self) -> str | None:
         return read_server_key(self.server_key_env)
+
+    def key_grants(self) -> list:
+        """The keys of `keys_file` ((digest, Grant), pipelines.server.keys); [] without one."""
+        from pipelines.server.keys import load_keys
+
+        return load_keys(self.keys_file) if self.keys_file else []
+
+    def requires_key(self) -> bool:
+        return bool(self.server_key_env or self.keys_file)
 
 
 def environment_settings(config: RagConfig, options: ServeOptions) -> str:

@@ -17,6 +17,9 @@
   flight (a streamed answer counts until its last byte); one more is answered 429 with
   Retry-After, so one client cannot fill the generation queue or the worker threads for all.
   The variable may hold several keys separated by commas, one per client.
+- Keys per client (`--keys FILE`, keys.py): each key's SHA-256 is compared the same way, and
+  the request carries the key's Grant (which collections it may read and write, its own
+  limits) on to the routes.
 
 The middlewares are plain ASGI (no FastAPI import here), so the CLI can run the bind rule
 without loading the web stack.
@@ -31,6 +34,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from pipelines.server.keys import GRANT_SCOPE_KEY, Grant, find_grant, server_key_grants
 from rag.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"  # this machine only
@@ -143,24 +147,29 @@ async def send_error(send: Send, status: int, message: str, code: str,
 
 class RequireKey:
     """401 unless the request carries a server key (routes in OPEN_ROUTES excepted). `key`: the
-    variable's value, one key or several separated by commas. The request's scope is marked with
-    the key's number (never the key), for LimitPerClient."""
+    variable's value, one key or several separated by commas, each for every collection;
+    `grants`: the keys of `--keys FILE` ((digest, Grant), keys.py). The request's scope is marked
+    with the key's number (never the key), for LimitPerClient, and with its Grant, for the
+    routes (access.py)."""
 
-    def __init__(self, app: ASGIApp, key: str, open_routes: frozenset[tuple[str, str]] = OPEN_ROUTES):
+    def __init__(self, app: ASGIApp, key: str | None = None, open_routes: frozenset[tuple[str, str]] = OPEN_ROUTES,
+                 grants: Iterable[tuple[bytes, Grant]] = ()):
         self.app, self.open_routes = app, open_routes
-        self._keys = [k.encode() for k in split_keys(key)]
+        self._keys = [*server_key_grants(split_keys(key)), *grants]
         if not self._keys:
             raise ConfigError("the server key is empty")
+        self._numbers = {id(grant): i for i, (_, grant) in enumerate(self._keys, start=1)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (scope["method"], scope["path"]) in self.open_routes:
             return await self.app(scope, receive, send)
-        number = matching_key(bearer_token(scope.get("headers", ())), self._keys)
-        if number is None:
+        grant = find_grant(bearer_token(scope.get("headers", ())), self._keys)
+        if grant is None:
             return await send_error(send, 401, "missing or wrong API key: send the server key as "
                                     "'Authorization: Bearer KEY'", "invalid_api_key",
                                     [(b"www-authenticate", b'Bearer realm="rag"')])
-        scope[CLIENT_SCOPE_KEY] = f"key #{number + 1}"
+        scope[CLIENT_SCOPE_KEY] = f"key #{self._numbers[id(grant)]}"
+        scope[GRANT_SCOPE_KEY] = grant
         return await self.app(scope, receive, send)
 
 
@@ -186,16 +195,19 @@ class LimitPerClient:
         self.chats: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not (scope["path"].startswith("/v1/") or scope["path"] == "/mcp"):
             return await self.app(scope, receive, send)
         who = client_of(scope)
         is_chat = (scope["method"], scope["path"]) == CHAT_ROUTE
-        if self.requests.get(who, 0) >= self.max_requests:
-            return await self._refuse(send, f"too many requests in flight for this client ({self.max_requests} "
+        grant = scope.get(GRANT_SCOPE_KEY)  # a key of --keys FILE may have limits of its own
+        max_requests = getattr(grant, "max_requests", None) or self.max_requests
+        max_chats = getattr(grant, "max_chats", None) or self.max_chats
+        if self.requests.get(who, 0) >= max_requests:
+            return await self._refuse(send, f"too many requests in flight for this client ({max_requests} "
                                       "at most): retry when one has finished")
-        if is_chat and self.chats.get(who, 0) >= self.max_chats:
+        if is_chat and self.chats.get(who, 0) >= max_chats:
             return await self._refuse(send, f"too many chat completions in flight for this client "
-                                      f"({self.max_chats} at most): retry when one has finished")
+                                      f"({max_chats} at most): retry when one has finished")
         counters = [self.requests] + ([self.chats] if is_chat else [])
         for c in counters:
             c[who] = c.get(who, 0) + 1

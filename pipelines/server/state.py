@@ -174,13 +174,15 @@ class ServerState:
                  if root.is_dir() else set())
         return sorted(names | set(self._served))
 
-    def pick_collection(self, asked: str | None, model: str | None) -> str:
-        """The `rag.collection` asked for; else `model` when it names a collection; else the default."""
+    def pick_collection(self, asked: str | None, model: str | None, default: str | None = None) -> str:
+        """The `rag.collection` asked for; else `model` when it names a collection; else the
+        default (`default`: the request's key's, else the server's)."""
+        default = default or self.default_collection
         if asked:
             return asked
-        if model and model != self.default_collection and (model in self._served or model in self.collections()):
+        if model and model != default and (model in self._served or model in self.collections()):
             return model
-        return self.default_collection
+        return default
 
     def collection(self, name: str | None) -> Served:
         """The open collection `name` (default: the configured one), opened on first use and

@@ -1,11 +1,11 @@
 // The web chat page of `rag serve`: plain ES2020, no framework, no build step.
 //
-// It talks to the same server as any OpenAI client does: GET /v1/models for the collections,
-// POST /v1/chat/completions with stream: true, read as server-sent events from fetch()'s
-// ReadableStream. The first chunk carries the numbered `sources`, the middle ones the text,
-// the last the `citations` (with the spans of the citation markers in the streamed text: the
-// page has no citation grammar of its own), `grounding` and backend; an `error` chunk ends a
-// failed answer.
+// It talks to the same server as any OpenAI client does: GET /v1/collections for the
+// collections the key may read (the default one preselected), POST /v1/chat/completions with
+// stream: true, read as server-sent events from fetch()'s ReadableStream. The first chunk
+// carries the numbered `sources`, the middle ones the text, the last the `citations` (with the
+// spans of the citation markers in the streamed text: the page has no citation grammar of its
+// own), `grounding` and backend; an `error` chunk ends a failed answer.
 // Uploads: POST /v1/documents (multipart), then GET /v1/jobs/ID until the job ends; the
 // document list is GET /v1/documents.
 // Model output is only ever put into the page as text (textContent, text nodes), never as
@@ -51,7 +51,9 @@ async function errorMessage(response) {
 async function loadCollections() {
   let response;
   try {
-    response = await fetch("/v1/models", { headers: requestHeaders() });
+    // The collections this key may read; "default" marks the one the server answers from when
+    // a request names none (the server's default, or the key's own).
+    response = await fetch("/v1/collections", { headers: requestHeaders() });
   } catch (e) {
     setStatus(`cannot reach the server: ${e.message}`, true);
     return;
@@ -65,14 +67,15 @@ async function loadCollections() {
     setStatus(await errorMessage(response), true);
     return;
   }
-  const models = await response.json();
+  const collections = await response.json();
   const select = $("collection");
   const previous = select.value;
-  select.replaceChildren(...models.data.map((m) => el("option", "", m.id)));
-  if (models.data.some((m) => m.id === previous)) select.value = previous;
+  select.replaceChildren(...collections.data.map((c) => el("option", "", c.id)));
+  const preferred = collections.data.find((c) => c.id === previous) || collections.data.find((c) => c.default);
+  if (preferred) select.value = preferred.id;
   $("key-box").hidden = true;
-  $("upload-box").hidden = !models.data.length;
-  setStatus(models.data.length ? "" : "the store has no collections yet (rag ingest adds one)");
+  $("upload-box").hidden = !collections.data.length;
+  setStatus(collections.data.length ? "" : "the store has no collections yet (rag ingest adds one)");
   showCollection();
 }
 
