@@ -14,6 +14,7 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
 - `generation.py`: the LLM gate (generation slots sized by what the backend declares).
 - `serialised.py`: qdrant-client's local mode, one call at a time.
 - `jobs.py`: the one writer: upload (ingest) jobs and deletions, in order.
+- `spool.py`: uploads and their job records on disk until settled; unfinished jobs resume at start.
 
 FastAPI and uvicorn (the `server` extra) are imported only here and inside the `rag serve`
 command, so the other commands and the Python API never load them.
