@@ -88,14 +88,15 @@ class Serve:
     """`rag serve --llm none` on STORE as a subprocess (with tests/serve_faults.py's hooks from
     `env`); its output in files, so that nothing it leaves behind can hang the test on a pipe."""
 
-    def __init__(self, store: Path, **env: str):
+    def __init__(self, store: Path, preexec_fn=None, **env: str):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile("w+")
         self.proc = subprocess.Popen(
             [sys.executable, str(SERVE), "serve", "--store", str(store), "--collection", "docs", "--llm", "none",
              "--port", str(self.port), "--log-level", "info"],
-            cwd=Path(__file__).resolve().parents[1], env=cli_env(**env), stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=Path(__file__).resolve().parents[1], env=cli_env(**env), stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
@@ -305,3 +306,37 @@ def test_an_unwritable_spool_refuses_the_upload_and_keeps_nothing(tmp_path, enco
             time.sleep(0.1)
         assert job["status"] == "done", job
     assert snapshot(settings).sources == before.sources | {"n1.txt", "n2.md"}
+
+
+FILE_LIMIT = 256 * 1024  # bytes any one file of the server process may grow to (RLIMIT_FSIZE)
+
+
+def small_files_only() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_LIMIT, FILE_LIMIT))
+
+
+def test_a_disk_that_fills_while_the_upload_arrives_refuses_it_and_keeps_nothing(tmp_path, encoder):
+    """A real write failure halfway through a file: `rag serve` runs with RLIMIT_FSIZE (Python
+    ignores SIGXFSZ, so a write past the limit fails with EFBIG, as one on a full disk fails
+    with ENOSPC). The upload is a 507 'spool_full', its received part is removed, and a small
+    upload right after it is taken."""
+    store, _ = seeded_store(tmp_path, encoder)
+    settings = StoreSettings(store_dir=str(store), collection="docs")
+    before = snapshot(settings)
+    server = Serve(store, preexec_fn=small_files_only)
+    try:
+        big = ("Tide tables and harbour notes. " * 12_000)[:FILE_LIMIT + 50_000]
+        r = server.client.post("/v1/documents", files=[("file", ("small.txt", b"A short note.", "text/plain")),
+                                                       ("file", ("big.txt", big.encode(), "text/plain"))])
+        assert r.status_code == 507, r.text
+        assert r.json()["error"]["code"] == "spool_full" and "disk is full" in r.json()["error"]["message"]
+        uploads = store / ".uploads"
+        assert [p for p in uploads.rglob("*") if p.is_file()] == []
+        job = server.wait_job(server.upload({"after.txt": sentences("after", 5)}))
+        assert job["status"] == "done", job
+        server.stop()
+    finally:
+        server.close()
+    assert snapshot(settings).sources == before.sources | {"after.txt"}
