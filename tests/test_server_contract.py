@@ -61,7 +61,8 @@ def test_schemathesis_finds_nothing_with_every_check_on(server, tmp_path):
                "--request-timeout", "60", "--generation-database", "none", "--no-color",
                "--report", "ndjson", "--report-ndjson-path", str(report)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
-    print(done.stdout[-6000:])
+    (tmp_path / "st_output.txt").write_text(done.stdout + done.stderr)
+    print("\n".join(line[:400] for line in (done.stdout + done.stderr).splitlines()))
     requests = 0
     for line in report.read_text().splitlines():
         event = json.loads(line)
@@ -69,7 +70,7 @@ def test_schemathesis_finds_nothing_with_every_check_on(server, tmp_path):
             requests += len(event["ScenarioFinished"].get("recorder", {}).get("interactions", {}))
     summary = re.findall(r"(?m)^.*(?:test cases|passed|failed|error).*$", done.stdout)
     print(f"generated requests (from the report): {requests}; {' | '.join(summary[-4:])}")
-    assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-2000:]
+    assert done.returncode == 0, "schemathesis found something (its output is printed above)"
     assert requests > 100
 
 

@@ -25,6 +25,11 @@ from typing import Any
 
 from pipelines.server import schemas as S
 
+#: One event of a streamed answer (stream: true): its data a chat.completion.chunk as JSON, or
+#: [DONE] last.
+SSE_EVENT = {"type": "object", "required": ["data"],
+             "properties": {"data": {"type": "string", "description": "a chat.completion.chunk (JSON), or [DONE]"},
+                            "event": {"type": "string"}}}
 VALIDATION_STATUS = 400  # every invalid request, whatever part of it is wrong
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
@@ -83,7 +88,7 @@ def upload_body(max_upload_bytes: int) -> dict[str, Any]:
     suffixes = " ".join(ALLOWED_SUFFIXES)
     return {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": ["file"], "properties": {
-            "file": {"type": "array", "minItems": 1, "maxItems": MAX_UPLOAD_FILES, "uniqueItems": True,
+            "file": {"type": "array", "minItems": 1, "maxItems": MAX_UPLOAD_FILES,
                      "items": {"type": "string", "format": "binary"},
                      "description": f"the files, one 'file' part each, at most {max_upload_bytes:,} bytes each. "
                                     f"A part's filename must end in one of {suffixes}, and its content must "
@@ -133,9 +138,7 @@ def finish_document(spec: dict[str, Any], *, with_key: bool, max_upload_bytes: i
                     response["headers"] = RETRY_AFTER
                 responses[str(status)] = response
             if (method, path) == ("post", "/v1/chat/completions"):
-                responses["200"].setdefault("content", {})["text/event-stream"] = {
-                    "schema": {"type": "string", "description": "with stream: true, chat.completion.chunk "
-                                                                "events, then data: [DONE]"}}
+                responses["200"].setdefault("content", {})["text/event-stream"] = {"schema": SSE_EVENT}
             if with_key and path.startswith("/v1/"):
                 op["security"] = [{"serverKey": []}]
     return spec

@@ -59,7 +59,8 @@ class Job:
     def record(self) -> JobRecord:
         """What the spool keeps of it; its files named by their place in the job."""
         return JobRecord(id=self.id, collection=self.collection,
-                         files=[(spooled_name(i, Path(label).suffix), label) for i, (_, label) in enumerate(self.files)],
+                         files=[(spooled_name(i, Path(label).suffix), label)
+                                for i, (_, label) in enumerate(self.files)],
                          status=self.status if self.status in ("done", "failed") else "queued",
                          created=self.created, started=self.started, finished=self.finished,
                          outcomes=[o.model_dump(mode="json") for o in self.outcomes],

@@ -83,13 +83,14 @@ def _check_filters(value: Any) -> Any:
     if isinstance(value, dict):
         pairs = list(value.items())
     else:
-        for item in value or []:
-            if not matches(FILTER_ITEM, item):
-                raise ValueError(f"filter '{item[:80]}' is not key=value with a known key and a value of its kind")
         pairs = [tuple(v.partition("=")[::2]) for v in value or []]
-    for i, (key, raw) in enumerate(pairs):
+    for key, _ in pairs:
         if key not in FILTER_VALUES:
             raise ValueError(f"unknown filter key '{key[:40]}'; known keys: {', '.join(FILTER_VALUES)}")
+    for item in [] if isinstance(value, dict) else value or []:
+        if not matches(FILTER_ITEM, item):
+            raise ValueError(f"filter '{item[:80]}' is not key=value with a value its key takes")
+    for i, (key, raw) in enumerate(pairs):
         if isinstance(raw, float) and raw.is_integer():  # JSON's 3.0 is the integer 3
             raw = int(raw)
         if isinstance(raw, bool) or not isinstance(raw, int | str):
