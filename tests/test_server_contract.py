@@ -27,7 +27,7 @@ from pipelines.server.options import ServeOptions
 from pipelines.stores import StoreSettings
 
 KEY, KEY_ENV = "test-contract-key-0123456789", "RAG_TEST_CONTRACT_KEY"
-EXAMPLES = int(os.environ.get("RAG_CONTRACT_EXAMPLES", "25"))  # per operation and phase
+EXAMPLES = int(os.environ.get("RAG_CONTRACT_EXAMPLES", "50"))  # per operation and phase
 SEED = 23
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 ST = Path(sys.executable).with_name("st")

@@ -205,7 +205,7 @@ class ChatRequest(_Lenient):
     temperature: StrictFloat | None = Field(None, ge=0, le=2)
     max_tokens: json_int(ge=1) | None = None
     max_completion_tokens: json_int(ge=1) | None = None
-    rag: RagOptions = Field(default_factory=RagOptions)
+    rag: RagOptions | None = Field(default_factory=RagOptions, description="null is no options")
 
     @field_validator("rag", mode="before")
     @classmethod
