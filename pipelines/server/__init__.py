@@ -8,6 +8,8 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
 - `app.py`: the FastAPI app (`create_app(config, options)`), its routes and error shape, and
   `run_server` / `serve_in_background`.
 - `schemas.py`: the request and response models (OpenAI shapes plus the RAG fields).
+- `contract.py`: the OpenAPI document finished to say what the server answers (statuses, errors,
+  the upload's body) and the `Allow` of a 405.
 - `security.py`: the bind rule, the key check, the body-size limit (plain ASGI).
 - `options.py`: how it listens and how much it takes on (`ServeOptions`).
 - `state.py`: the one owner of the open collections, the encoder and the LLM's generation slots.
