@@ -138,6 +138,9 @@ def test_parse_filters():
     assert conds[2].any == [1, 2] and conds[3].any == ["A", "B"]
     with pytest.raises(ConfigError, match="empty range"):
         parse_filters(["page=5-2"])
+    # a source that cannot be a path (no such home, a NUL byte) is a label, not a crash
+    assert [c.value for c in parse_filters(["source=~nobody-here/x.txt", "source=a\x00b"])] == \
+        ["~nobody-here/x.txt", "a\x00b"]
 
 
 def test_client_local_mode_searches_the_same_schema(tmp_path, encoder):

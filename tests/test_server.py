@@ -235,7 +235,12 @@ def test_errors_have_the_openai_shape(server_a):
         r = c.get("/v1/search")
         assert r.status_code == 405 and error_of(r)
         r = c.post("/v1/chat/completions", json={"messages": [{"role": "assistant", "content": "hello"}]})
-        assert r.status_code == 400 and "last message must be the user's" in error_of(r)["message"]
+        assert r.status_code == 400 and "no user message" in error_of(r)["message"]
+        for blank in ("", " \n\u3000", [{"type": "image_url"}], [{"type": "text", "text": " "}]):
+            r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": blank}]})
+            assert r.status_code == 400 and "needs text" in error_of(r)["message"], blank
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "", "content": "hi"}]})
+        assert r.status_code == 400 and error_of(r)["message"].startswith("messages.0.role")
         big = {"messages": [{"role": "user", "content": "x" * 1_100_000}]}
         r = c.post("/v1/chat/completions", json=big)
         assert r.status_code == 413 and error_of(r)["code"] == "request_too_large"

@@ -17,6 +17,7 @@ from pipelines.server.app import create_app, serve_in_background
 from pipelines.server.documents import sanitise_label
 from pipelines.server.jobs import document_id
 from pipelines.server.options import ServeOptions
+from pipelines.server.spool import RECORD
 from pipelines.stores import StoreSettings
 
 KEY, KEY_ENV = "test-documents-key-0123456789", "RAG_TEST_DOCUMENTS_KEY"
@@ -95,6 +96,11 @@ def files_under(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
 
 
+def uploaded_files(store: Path) -> set[Path]:
+    """The uploads folder's files besides the records of settled jobs (kept, without their files)."""
+    return {p for p in files_under(store / ".uploads") if p.name != RECORD}
+
+
 def point_ids(vs) -> list[str]:
     return [pid for pid, _ in vs.payloads(["source"])]
 
@@ -134,7 +140,7 @@ def test_upload_texts_and_a_pdf_then_list_search_and_reupload(setup, pdf_bytes):
         assert documents(c)["alpha.txt"] == changed["outcomes"][0]["chunks"]
         assert c.get("/v1/jobs/job-nope").status_code == 404
     # the staged copies are gone once their jobs ended; nothing lies outside the uploads folder
-    assert files_under(setup["store"] / ".uploads") == set()
+    assert uploaded_files(setup["store"]) == set()
 
 
 def test_an_upload_while_searches_run_loses_and_duplicates_nothing(setup, encoder, tmp_path):
@@ -265,7 +271,7 @@ def test_a_name_with_a_path_is_only_a_label(setup):
         assert documents(c)["escaped.txt"] >= 1
     assert not any(p.exists() for p in outside)
     assert not any(p.name == "escaped.txt" for p in root.rglob("*"))
-    assert files_under(store / ".uploads") == set()
+    assert uploaded_files(store) == set()
     assert sanitise_label("..\\..\\win\\x.md") == "x.md" and sanitise_label("/etc/.hidden.txt") == "hidden.txt"
     assert sanitise_label("a\x00b\nc.txt") == "abc.txt" and sanitise_label("..") == ""
 

@@ -8,6 +8,8 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
 - `app.py`: the FastAPI app (`create_app(config, options)`), its routes and error shape, and
   `run_server` / `serve_in_background`.
 - `schemas.py`: the request and response models (OpenAI shapes plus the RAG fields).
+- `contract.py`: the OpenAPI document finished to say what the server answers (statuses, errors,
+  the upload's body) and the `Allow` of a 405.
 - `security.py`: the bind rule, the key check, the body-size limit (plain ASGI).
 - `keys.py`: keys per client (`--keys FILE`): which collections a key may read and write;
   `access.py`: the same questions asked by every route and MCP tool.
@@ -17,6 +19,7 @@ extracts, the checks) and holds no retrieval or prompt logic of its own.
 - `generation.py`: the LLM gate (generation slots sized by what the backend declares).
 - `serialised.py`: qdrant-client's local mode, one call at a time.
 - `jobs.py`: the one writer: upload (ingest) jobs and deletions, in order.
+- `spool.py`: uploads and their job records on disk until settled; unfinished jobs resume at start.
 
 FastAPI and uvicorn (the `server` extra) are imported only here and inside the `rag serve`
 command, so the other commands and the Python API never load them.

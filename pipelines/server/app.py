@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException
 
 from pipelines.answer import ChatSession
 from pipelines.config import RagConfig
+from pipelines.server import contract
 from pipelines.server import schemas as S
 from pipelines.server.collections import add_collection_routes
 from pipelines.server.documents import LimitBodyOrUpload, add_document_routes, upload_request_limit
@@ -233,16 +234,17 @@ def _read_turns(messages: list[S.MessageIn]) -> tuple[str, list[ChatMessage], li
     """(question, history, earlier questions, notes) from OpenAI messages: the last user message
     is the question, the user and assistant turns before it the history (assistant turns without
     their [n] markers, as ChatSession keeps them: those numbers named other passages), and the
-    earlier questions what a follow-up is rewritten against."""
-    if messages[-1].role != "user":
-        raise ConfigError("the last message must be the user's question (role 'user')")
-    question = messages[-1].text().strip()
+    earlier questions what a follow-up is rewritten against. Messages after the last user
+    message (an assistant's prefill, a tool's result) are not used, and a note says so. The
+    request's schema guarantees a user message with text."""
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    question = messages[last].text().strip()
     if not question:
         raise ConfigError("the last user message has no text")
     history: list[ChatMessage] = []
     earlier: list[str] = []
     ignored = 0
-    for m in messages[:-1]:
+    for m in messages[:last]:
         text = m.text().strip()
         if m.role == "user" and text:
             history.append(ChatMessage(role="user", content=text))
@@ -253,6 +255,9 @@ def _read_turns(messages: list[S.MessageIn]) -> tuple[str, list[ChatMessage], li
             ignored += 1
     notes = ["the request's system message(s) were not used: the server's prompt template gives the "
              "instructions"] if ignored else []
+    if last < len(messages) - 1:
+        notes.append(f"the {len(messages) - 1 - last} message(s) after the last user message were not used: "
+                     "the last user message is the question")
     return question, history, earlier, notes
 
 
@@ -340,6 +345,7 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     _add_error_handlers(app)
     _add_routes(app, state)
     mcp_sessions = add_mcp_route(app, state, options.host)
+    contract.install(app, with_key=bool(key or grants), max_upload_bytes=options.max_upload_bytes)
     # Added innermost first: CORS (outermost) answers preflights, then the key, then the
     # client's share, then the size.
     app.add_middleware(CatchAll)
@@ -363,8 +369,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # every method of the path, not only the first matching route's
+            headers = {**(headers or {}), "Allow": ", ".join(contract.allowed_methods(request.app, request.url.path))}
         return error_response(exc.status_code, message, "not_found" if exc.status_code == 404 else None,
-                              headers=getattr(exc, "headers", None))
+                              headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

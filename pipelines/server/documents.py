@@ -21,14 +21,17 @@ The client's file name is only a label: its last path component, sanitised
 sources of answers ("../../x.txt" is "x.txt"). Re-uploading a file under the same name is the
 same document: "unchanged" when its bytes are the same, "replaced" otherwise. Once the whole
 request is read and the collection is known to exist, the files move to
-STORE/.uploads/<collection>/<uuid><suffix> and the job is queued; they are deleted when the job
-ends (the store holds their chunks). On any error every file of the request is removed.
+STORE/.uploads/<collection>/<uuid><suffix>, then with the job's record into the spool (spool.py:
+fsync'd, renamed into place in one step) before the 202, and the job is queued; they are deleted
+when the job is settled (the store holds their chunks). On any error every file of the request
+is removed; a disk that cannot take them (full, read-only) is a 507.
 
 The writes run in the server's one writer (`ServerState.writer`, see jobs.py), in order; the
-reads here (the document list) run alongside. Jobs live in the server's memory: a restart
-forgets them (a job cut short by a kill is repaired by re-uploading, as `rag ingest` repairs a
-killed run), and with several workers (a Qdrant server) a job is known to the worker that took
-the upload only.
+reads here (the document list) run alongside. Jobs are kept in the spool: a job a kill or stop
+cut short runs again when the server starts, under its id, and finished jobs answer GET
+/v1/jobs/{id} across restarts for a bounded time (spool.KEEP_SECONDS, KEEP_JOBS). With several
+workers (a Qdrant server) a job is known to the worker that took the upload only, and every
+worker that starts runs the unfinished jobs it finds (idempotent, but repeated work).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from pipelines.server import schemas as S
 from pipelines.server.access import grant_of, readable, refuse_read_only, writable
 from pipelines.server.security import LimitBody, send_error
 from pipelines.server.jobs import DocumentNotFoundError, document_id
+from pipelines.server.spool import SpoolUnavailable, refusal
 from pipelines.server.state import ServerState
 from rag.errors import RagError
 from rag.search import payload as payload_fields
@@ -253,8 +257,8 @@ class UploadParser:
             "on_part_data", "on_part_end")}
         parser = MultipartParser(params[b"boundary"], callbacks)
         received = 0
-        self.staging.mkdir(parents=True, exist_ok=True)
         try:
+            self.staging.mkdir(parents=True, exist_ok=True)
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > self.request_limit:
@@ -264,6 +268,8 @@ class UploadParser:
             parser.finalize()
         except UploadError:
             raise
+        except OSError as e:  # the disk is full, or the folder cannot be written: 507
+            raise refusal(e) from None
         except Exception as e:  # a malformed body, or the client left
             from starlette.requests import ClientDisconnect
 
@@ -299,18 +305,21 @@ async def receive_upload(request: Request, state: ServerState) -> dict[str, Any]
         writable(state, grant, name)  # not the key's: 404; read-only for it: 403
         await asyncio.to_thread(state.collection, name)  # CollectionNotFoundError: 404
         folder = uploads / name
-        folder.mkdir(parents=True, exist_ok=True)
         staged: list[tuple[Path, str]] = []
-        for f in parser.files:
-            target = folder / f"{f.path.stem}{f.suffix}"
-            os.replace(f.path, target)
-            f.path = target
-            staged.append((target, f.label))
-        job = state.writer.submit(name, staged)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for f in parser.files:
+                target = folder / f"{f.path.stem}{f.suffix}"
+                os.replace(f.path, target)
+                f.path = target
+                staged.append((target, f.label))
+        except OSError as e:
+            raise refusal(e) from None
+        job = await asyncio.to_thread(state.writer.submit, name, staged)  # spooled, fsync'd: SpoolUnavailable
     except BaseException:
         parser.remove()
         raise
-    return {"job_id": job.id, "status": job.status, "collection": name,
+    return {"job_id": job.id, "status": "queued", "collection": name,
             "files": [{"source": label, "id": document_id(label)} for _, label in staged]}
 
 
@@ -334,6 +343,8 @@ def add_document_routes(app: FastAPI, state: ServerState, error_response, except
             body = await receive_upload(request, state)
         except UploadError as e:
             return error_response(e.status, e.message, e.code)
+        except SpoolUnavailable as e:
+            return error_response(507, str(e), e.code)
         except RagError as e:
             return exception_response(e)
         return JSONResponse(body, status_code=202)
@@ -342,8 +353,8 @@ def add_document_routes(app: FastAPI, state: ServerState, error_response, except
     async def job(job_id: str, request: Request) -> Response:
         found = state.writer.job(job_id)
         if found is None or not grant_of(request.scope).may_read(found.collection):
-            return error_response(404, f"no job {job_id[:80]} (jobs are kept while the server runs)",
-                                  "job_not_found")
+            return error_response(404, f"no job {job_id[:80]} (finished jobs are kept for a week, the "
+                                  "latest 1000)", "job_not_found")
         return JSONResponse(found.view())
 
     @app.get("/v1/documents")

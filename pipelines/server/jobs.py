@@ -2,7 +2,9 @@
 
 Uploads are answered at once with a job id (202) and ingested here in the background; document
 and collection deletions wait their turn behind the uploads queued before them. The routes that
-submit them are in documents.py and collections.py.
+submit them are in documents.py and collections.py. With a spool (spool.py, the server's), an
+upload's files and job record are on disk before the 202, the job runs from them, and a job a
+crash or stop cut short runs again at the next start under the same id.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.server.spool import RESUMED, JobRecord, Spool, spooled_name, to_prune, to_resume
 from rag.errors import RagError
 
 if TYPE_CHECKING:
     from pipelines.server.state import Served
 
 logger = logging.getLogger("pipelines.server")
-KEEP_JOBS = 1000  # finished jobs remembered for GET /v1/jobs/{id} (the oldest are forgotten)
 STOP_SECONDS = 30.0  # how long shutdown waits for the job that is running
 
 
@@ -41,8 +43,9 @@ class DocumentNotFoundError(RagError):
 class Job:
     """One ingest job: the files it was given (staged path, label), then its outcomes."""
 
-    def __init__(self, collection: str, files: list[tuple[Path, str]], outcomes: list[Any] | None = None):
-        self.id = f"job-{uuid.uuid4().hex}"
+    def __init__(self, collection: str, files: list[tuple[Path, str]], outcomes: list[Any] | None = None,
+                 job_id: str | None = None):
+        self.id = job_id or f"job-{uuid.uuid4().hex}"
         self.collection, self.files = collection, files
         self.status = "queued"  # queued, running, done, failed
         self.outcomes: list[Any] = list(outcomes or [])  # FileOutcome
@@ -50,13 +53,40 @@ class Job:
         self.total_points: int | None = None
         self.error: str | None = None
         self.created, self.started, self.finished = time.time(), None, None
+        self.notes: list[str] = []
+        self.resumed = 0
+
+    def record(self) -> JobRecord:
+        """What the spool keeps of it; its files named by their place in the job."""
+        return JobRecord(id=self.id, collection=self.collection,
+                         files=[(spooled_name(i, Path(label).suffix), label)
+                                for i, (_, label) in enumerate(self.files)],
+                         status=self.status if self.status in ("done", "failed") else "queued",
+                         created=self.created, started=self.started, finished=self.finished,
+                         outcomes=[o.model_dump(mode="json") for o in self.outcomes],
+                         chunks_written=self.chunks_written, total_points=self.total_points, error=self.error,
+                         resumed=self.resumed)
+
+    @classmethod
+    def of(cls, record: JobRecord, folder: Path) -> Job:
+        """A job read back from the spool (its files in `folder`)."""
+        from pipelines.ingest_report import FileOutcome
+
+        job = cls(record.collection, [(folder / name, label) for name, label in record.files],
+                  [FileOutcome.model_validate(o) for o in record.outcomes], job_id=record.id)
+        job.status, job.created, job.started, job.finished = record.status, record.created, record.started, \
+            record.finished
+        job.chunks_written, job.total_points, job.error = record.chunks_written, record.total_points, record.error
+        job.resumed = record.resumed
+        job.notes = [RESUMED] if record.resumed else []
+        return job
 
     def view(self) -> dict[str, Any]:
         return {"job_id": self.id, "status": self.status, "collection": self.collection,
                 "files": [label for _, label in self.files],
                 "outcomes": [o.model_dump(mode="json") for o in self.outcomes],
                 "chunks_written": self.chunks_written, "total_points": self.total_points, "error": self.error,
-                "created": self.created, "started": self.started, "finished": self.finished}
+                "created": self.created, "started": self.started, "finished": self.finished, "notes": self.notes}
 
 
 class DocumentWriter:
@@ -69,10 +99,16 @@ class DocumentWriter:
     An ingest job is `pipelines.ingest.ingest` on the server's open handle (`vector_store=`), so
     it is the CLI's job: unchanged files are skipped by hash, a file's new chunks are written
     before its old version is deleted, the loader process reads and chunks. Its staged files are
-    deleted when it ends, done or failed."""
+    deleted when it ends, done or failed (with a spool: once its outcome is recorded there).
 
-    def __init__(self, collection: Callable[[str], Served]):
+    `spool`: where uploads are kept until their job is settled; at `start`, the jobs it holds
+    unfinished are queued again (RESUMED) and its finished ones answer `job` as before. Without
+    one, jobs live in memory only."""
+
+    def __init__(self, collection: Callable[[str], Served], spool: Spool | None = None):
         self.collection = collection  # the open collection of a name (ServerState.collection)
+        self.spool = spool
+        self._loaded = False
         self._tasks: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._jobs: dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
@@ -80,6 +116,9 @@ class DocumentWriter:
 
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
+            if not self._loaded:
+                self._loaded = True
+                self._resume()
             self._thread = threading.Thread(target=self._loop, name="rag-writer", daemon=True)
             self._thread.start()
 
@@ -91,9 +130,36 @@ class DocumentWriter:
         thread.join(timeout)
         if thread.is_alive():
             logger.warning("the ingest job still running after %.0f s is abandoned at shutdown", timeout)
+        if self.spool is not None:  # queued jobs stay in the spool: the next start runs them
+            return
         for job in self.jobs():  # queued, never started: say so, drop their files
             if job.status == "queued":
                 self._end(job, "failed", "the server stopped before this job ran")
+
+    def _resume(self) -> None:
+        """Read the spool: finished jobs are remembered, unfinished ones queued again in their order."""
+        if self.spool is None:
+            return
+        records = self.spool.load()
+        gone = set(to_prune([(r.id, r.finished or r.created) for r in records if r.is_finished], time.time()))
+        self.spool.forget(sorted(gone))
+        for record in sorted(records, key=lambda r: r.created):
+            if record.id in gone:
+                continue
+            if not record.is_finished:
+                record.resumed += 1
+                self.spool.update(record)
+            job = Job.of(record, self.spool.folder(record.id))
+            with self._jobs_lock:
+                self._jobs[job.id] = job
+        for record in to_resume(records):
+            job = self._jobs[record.id]
+            missing = self.spool.missing(record)
+            if missing:
+                self._end(job, "failed", f"resumed after restart, but its spooled files are gone: {', '.join(missing)}")
+            else:
+                logger.info("resuming ingest job %s (%d file(s)) after a restart", job.id, len(job.files))
+                self._tasks.put(lambda job=job: self._ingest(job))
 
     def _loop(self) -> None:
         while True:
@@ -119,11 +185,11 @@ class DocumentWriter:
         if self._thread is None:
             raise RagError("the server is not open")
         job = Job(collection, files)
+        if self.spool is not None:  # SpoolUnavailable: nothing queued, nothing kept
+            job.files = list(zip(self.spool.accept(job.record(), [p for p, _ in files]),
+                                 [label for _, label in files], strict=True))
         with self._jobs_lock:
             self._jobs[job.id] = job
-            finished = [j for j in self._jobs.values() if j.finished is not None]
-            for old in finished[:max(0, len(self._jobs) - KEEP_JOBS)]:
-                del self._jobs[old.id]
         self._tasks.put(lambda: self._ingest(job))
         return job
 
@@ -150,10 +216,23 @@ class DocumentWriter:
         self._end(job, "done")
 
     def _end(self, job: Job, status: str, error: str | None = None) -> None:
-        for path, _ in job.files:
-            with contextlib.suppress(OSError):
-                path.unlink()
         job.status, job.error, job.finished = status, error, time.time()
+        if self.spool is not None:
+            self.spool.settle(job.record())
+        else:
+            for path, _ in job.files:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget the finished jobs beyond what is kept (spool.KEEP_JOBS, KEEP_SECONDS)."""
+        with self._jobs_lock:
+            gone = to_prune([(j.id, j.finished) for j in self._jobs.values() if j.finished is not None], time.time())
+            for job_id in gone:
+                del self._jobs[job_id]
+        if self.spool is not None and gone:
+            self.spool.forget(gone)
 
     # ------------------------------------------------------------------ other writes
     def call(self, write: Callable[[], Any]) -> concurrent.futures.Future:

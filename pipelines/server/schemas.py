@@ -16,7 +16,8 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat,
+                      StrictStr, StringConstraints, WithJsonSchema, field_validator, model_validator)
 
 from rag.answer.citations import citation_spans
 from rag.models import Answer, Passage, SentenceSupport
@@ -24,7 +25,109 @@ from rag.models import Answer, Passage, SentenceSupport
 Mode = Literal["dense", "bm25", "hybrid"]
 # A collection is a folder of the store: no path separators, no "..", nothing hidden.
 CollectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
-Filters = list[str] | dict[str, str | int] | None
+def _json_integer(value: Any) -> Any:
+    """A JSON integer as JSON Schema has it: an int, or a number with no fraction (3.0); never a
+    string or a boolean (pydantic's lax mode would take "3" and true, which the schema refuses)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer")
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def json_int(**bounds: int) -> Any:
+    """An integer field's type with its bounds (given here, so the schema shows them)."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_json_integer)]
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+#: A string with something besides whitespace in it, as `str.strip` sees whitespace, written out so
+#: that the schema's regex and the server's check agree on every character (regex flavours differ
+#: on what \s is).
+_SPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+NON_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in _SPACE) + "]"
+_NUMBER = "[0-9]{1,15}"  # whole numbers the store's integer fields take (and a JSON double holds exactly)
+_MAX_NUMBER = 10 ** 15
+
+
+def _filter_grammar() -> tuple[dict[str, str], str]:
+    """The value pattern of each filter key (rag.search.retrieval.parse_filters' grammar), and the
+    pattern of one `key=value` string."""
+    from rag.search.retrieval import INTEGER_KEYS, PAGE_KEY, STRING_KEYS
+
+    integer, page = f"{_NUMBER}(-{_NUMBER}|(,{_NUMBER})+)?", f"{_NUMBER}(-{_NUMBER})?"
+    values = {key: f"^{integer}$" for key in sorted(INTEGER_KEYS)}
+    values[PAGE_KEY] = f"^{page}$"
+    values.update({key: NON_BLANK for key in sorted(STRING_KEYS)})
+    item = (f"^(?:(?:{'|'.join(sorted(STRING_KEYS))})=[\\s\\S]*{NON_BLANK}|{PAGE_KEY}={page}$"
+            f"|(?:{'|'.join(sorted(INTEGER_KEYS))})={integer}$)")
+    return values, item
+
+
+FILTER_VALUES, FILTER_ITEM = _filter_grammar()
+
+
+def _ordered(raw: str | int) -> str | int:
+    """A range `b-a` written high to low as `a-b` (JSON Schema cannot say a <= b, so the server
+    takes either order)."""
+    lo, sep, hi = str(raw).partition("-") if isinstance(raw, str) else ("", "", "")
+    return f"{hi}-{lo}" if sep and lo.isdigit() and hi.isdigit() and int(hi) < int(lo) else raw
+
+
+def _check_filters(value: Any) -> Any:
+    """The server's check of `filters`, the schema's patterns applied as the schema says (search
+    semantics, `$` the end of the string). A range is `a-b` (either order); a list of values
+    `a,b,c`. Returns them with every range low to high."""
+    import re
+
+    def matches(pattern: str, text: str) -> bool:
+        return re.search(pattern.replace("$", "\\Z"), text) is not None
+
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = [tuple(v.partition("=")[::2]) for v in value or []]
+    for key, _ in pairs:
+        if key not in FILTER_VALUES:
+            raise ValueError(f"unknown filter key '{key[:40]}'; known keys: {', '.join(FILTER_VALUES)}")
+    for item in [] if isinstance(value, dict) else value or []:
+        if not matches(FILTER_ITEM, item):
+            raise ValueError(f"filter '{item[:80]}' is not key=value with a value its key takes")
+    for i, (key, raw) in enumerate(pairs):
+        if isinstance(raw, float) and raw.is_integer():  # JSON's 3.0 is the integer 3
+            raw = int(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise ValueError(f"filter {key}: give a string or a whole number")
+        if isinstance(raw, int) and FILTER_VALUES[key] != NON_BLANK and not 0 <= raw < _MAX_NUMBER:
+            raise ValueError(f"filter {key}: {raw} is not a whole number from 0")
+        pairs[i] = (key, raw)
+        if not matches(FILTER_VALUES[key], str(raw)):
+            raise ValueError(f"filter {key}: '{str(raw)[:40]}' is not a value it takes")
+    if isinstance(value, dict):
+        return {k: v if FILTER_VALUES[k] == NON_BLANK else _ordered(v) for k, v in pairs}
+    if value:
+        return [f"{k}={v if FILTER_VALUES[k] == NON_BLANK else _ordered(v)}" for k, v in pairs]
+    return value
+
+
+def _filters_schema() -> dict[str, Any]:
+    def value(key: str) -> dict[str, Any]:
+        text = {"type": "string", "pattern": FILTER_VALUES[key]}
+        number = {"type": "integer"} if FILTER_VALUES[key] == NON_BLANK else \
+            {"type": "integer", "minimum": 0, "maximum": _MAX_NUMBER - 1}
+        return {"anyOf": [text, number]}
+
+    return {"anyOf": [
+        {"type": "array", "items": {"type": "string", "pattern": FILTER_ITEM}},
+        {"type": "object", "propertyNames": {"enum": list(FILTER_VALUES)},
+         "properties": {k: value(k) for k in FILTER_VALUES}},
+        {"type": "null"}],
+        "description": "key=value strings or a {key: value} object, as `rag search --filter`: source, section, "
+                       "file_hash (any text; a,b for either), page (3 or 2-5), integer fields (a number, a range "
+                       "a-b in either order, or a,b,c)."}
+
+
+Filters = Annotated[list[StrictStr] | dict[str, Any] | None, AfterValidator(_check_filters),
+                    WithJsonSchema(_filters_schema())]
+_TEXT_PART = {"type": "object", "required": ["type", "text"],
+              "properties": {"type": {"const": "text"}, "text": {"type": "string", "pattern": NON_BLANK}}}
 
 #: OpenAI's error `type` for each status (clients branch on it); `code` is ours and specific.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -50,8 +153,21 @@ class ContentPart(_Lenient):
 
 
 class MessageIn(_Lenient):
-    role: str
+    """A message; a user's must have text (a non-blank string, or a text part with some)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={
+        "if": {"properties": {"role": {"const": "user"}}},
+        "then": {"required": ["content"], "properties": {"content": {"anyOf": [
+            {"type": "string", "pattern": NON_BLANK}, {"type": "array", "contains": _TEXT_PART}]}}}})
+
+    role: Role
     content: str | list[ContentPart] | None = None
+
+    @model_validator(mode="after")
+    def _user_has_text(self) -> MessageIn:
+        if self.role == "user" and not self.text().strip():
+            raise ValueError("a user message needs text (a non-blank string, or a text part with some)")
+        return self
 
     def text(self) -> str:
         """The message's text: a string, or its text parts joined (images and the like are not
@@ -67,13 +183,12 @@ class RagOptions(_Strict):
 
     collection: CollectionName | None = None
     mode: Mode | None = None
-    top_k: int | None = Field(None, ge=1, le=100)
-    filters: Filters = Field(None, description="key=value strings or a {key: value} object, as "
-                             "`rag search --filter`: source, section, page=3 or 2-5, ...")
+    top_k: json_int(ge=1, le=100) | None = None
+    filters: Filters = None
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class ChatRequest(_Lenient):
@@ -81,29 +196,39 @@ class ChatRequest(_Lenient):
     /v1/models lists; any other name (clients often send a fixed one) means the default."""
 
     model: str | None = None
-    messages: list[MessageIn] = Field(min_length=1)
-    stream: bool = False
+    messages: list[MessageIn] = Field(min_length=1, description="the question is the last user message; "
+                                      "the user and assistant turns before it are the conversation",
+                                      json_schema_extra={"contains": {"required": ["role"],
+                                                                      "properties": {"role": {"const": "user"}}}})
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    rag: RagOptions = Field(default_factory=RagOptions)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    max_tokens: json_int(ge=1) | None = None
+    max_completion_tokens: json_int(ge=1) | None = None
+    rag: RagOptions | None = Field(default_factory=RagOptions, description="null is no options")
 
     @field_validator("rag", mode="before")
     @classmethod
     def _no_rag_object(cls, value: Any) -> Any:
         return {} if value is None else value  # "rag": null is no options
 
+    @field_validator("messages")
+    @classmethod
+    def _a_question(cls, value: list[MessageIn]) -> list[MessageIn]:
+        if not any(m.role == "user" for m in value):
+            raise ValueError("no user message: the last user message is the question")
+        return value
+
 
 class SearchRequest(_Strict):
     """POST /v1/search: what `rag search` takes; the answer is `rag search --json`'s."""
 
     query: str = Field(min_length=1, max_length=10_000)
-    top_k: int | None = Field(None, ge=1, le=1000)
+    top_k: json_int(ge=1, le=1000) | None = None
     mode: Mode | None = None
     filters: Filters = None
     collection: CollectionName | None = None
-    explain: bool = False
+    explain: StrictBool = False
 
 
 # ---------------------------------------------------------------------------- responses

@@ -43,6 +43,7 @@ from pipelines.server.generation import GatedLLM, generation_slots
 from pipelines.server.jobs import DocumentWriter
 from pipelines.server.options import ServeOptions
 from pipelines.server.serialised import SerialisedStore
+from pipelines.server.spool import SPOOL_FOLDER, Spool
 from pipelines.stores import StoreSettings, collection_encoder, open_store
 from rag.embed.cache import VectorCache
 from rag.errors import RagError
@@ -109,7 +110,7 @@ class ServerState:
         self._served: dict[str, Served] = {}
         self._encoders: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.writer = DocumentWriter(self.collection)
+        self.writer = DocumentWriter(self.collection, Spool(self.uploads_dir / SPOOL_FOLDER))
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> ServerState:

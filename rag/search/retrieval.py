@@ -168,8 +168,11 @@ def _int_range(key: str, raw: str) -> tuple[int, int]:
 
 def _source(v: str) -> str:
     v = v.strip()
-    p = Path(v).expanduser()
-    return p.resolve().as_posix() if p.exists() else v
+    try:
+        p = Path(v).expanduser()
+        return p.resolve().as_posix() if p.exists() else v
+    except (RuntimeError, ValueError, OSError):  # "~nobody/x" (no such home), a NUL byte: not a file, a label
+        return v
 
 
 # ---------------------------------------------------------------- MMR
