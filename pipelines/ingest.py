@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from threading import Event
 from typing import Literal
 
 import numpy as np
@@ -54,7 +55,8 @@ from rag.search.store import TextIndexSettings, VectorStore, is_complete
 # What other modules import from here; the report's models, the store's opening and the loader
 # live in their own modules (pipelines.ingest_*).
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_DUP_THRESHOLD", "FileOutcome", "IngestReport", "NearDuplicate", "Status",
-           "check_file", "ingest", "ingest_documents", "list_files", "load_and_chunk", "open_for_writing", "optimize"]
+           "check_file", "ingest", "ingest_documents", "list_files", "load_and_chunk", "open_for_writing", "optimize",
+           "remove_sources"]
 
 DEFAULT_BATCH_SIZE = 128  # chunks per encode and write
 DEFAULT_DUP_THRESHOLD = 0.95  # cosine at which a chunk counts as a near-duplicate
@@ -81,6 +83,8 @@ def ingest(
     labels: Mapping[str | Path, str] | None = None,
     ocr: OcrMode = DEFAULT_OCR,
     write_retry: WriteRetry | None = None,
+    remove: Iterable[str] = (),
+    stop: Event | None = None,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
     failures are in it, not raised, except for errors that stop the whole job (store, model).
@@ -96,7 +100,11 @@ def ingest(
     path gets the same ids. Files not in it keep their resolved path. Not with `prune`.
     ocr: PDF pages read by OCR, "auto" (those without a text layer), "force" (all) or "off".
     write_retry: how a store write is retried on a transient error (default: 3 retries, backoff
-    from 0.5 s); a file whose write still fails is reported failed and the job goes on."""
+    from 0.5 s); a file whose write still fails is reported failed and the job goes on.
+    remove: sources to delete once the files are written ("pruned" outcomes; `rag ingest
+    --watch` passes the files deleted or renamed away).
+    stop: once set, no further file is started; the files whose chunks are in hand are written
+    and settled, the rest left as they are (no outcome) for a later run."""
     encoder = encoder or SentenceEncoder()
     chunker = chunker or Chunker()
     if labels and prune:
@@ -127,9 +135,12 @@ def ingest(
                              for item in loader.items([p for p, _ in todo], encoder.max_seq_length,
                                                       [name(p) for p, _ in todo]))
                     _run(items, len(todo), {name(p): old for p, old in todo}, encoder, write, report,
-                         batch_size, progress, dedup)
+                         batch_size, progress, dedup, stop)
+                if stop is not None and stop.is_set():
+                    return job.report  # what was asked of the store but not done waits for the next run
                 if prune:
                     _prune(paths, files, vs, write, report)
+                remove_sources(remove, write, report)
         finally:
             if loader is not None:
                 loader.close()
@@ -212,12 +223,13 @@ def ingest_documents(
 
 def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], encoder: SentenceEncoder,
          write: StoreWriter, report: IngestReport, batch_size: int, progress: bool,
-         dedup: NearDuplicates | None = None) -> None:
+         dedup: NearDuplicates | None = None, stop: Event | None = None) -> None:
     """Encode and write the chunks of `items` in batches of `batch_size` chunks, which may hold
     several files' chunks (with near-duplicates skipped, whole files: a file's chunk count,
     recorded in every point, must be final before its first point is written). A file is
     settled once all its chunks are written; a batch that fails for good fails the files it
-    carried, and only those (`FileWrites`), and their other chunks are not sent."""
+    carried, and only those (`FileWrites`), and their other chunks are not sent. Once `stop` is
+    set no further file is started."""
     from pipelines.render import ingest_progress
 
     pending: list[Chunk] = []
@@ -254,6 +266,8 @@ def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], e
             if item is IDLE:  # the loader has nothing ready: encode what we hold meanwhile
                 flush_batch(writes)
                 continue
+            if stop is not None and stop.is_set():
+                break  # the files in hand are written below; the rest are not started
             src, doc, chunks, reason = item
             if doc is None or not chunks:
                 report.outcomes.append(unreadable(src, reason))
@@ -277,12 +291,20 @@ def _prune(paths: Sequence[str | Path], files: list[Path], vs: VectorStore, writ
     no longer selected by the include/exclude globs."""
     present = {source_name(p) for p in files}
     roots = [source_name(Path(p)) + "/" for p in paths if Path(p).is_dir()]
-    for src in sorted(vs.sources() - present):
-        if not Path(src).exists() or any(src.startswith(r) for r in roots):
-            try:
-                write.delete_source(src)
-            except StoreWriteError as e:
-                report.outcomes.append(FileOutcome(source=src, status="failed", reason=(
-                    f"could not be pruned: {e.reason}; the next run with --prune tries again")))
-                continue
-            report.outcomes.append(FileOutcome(source=src, status="pruned"))
+    gone = [src for src in sorted(vs.sources() - present)
+            if not Path(src).exists() or any(src.startswith(r) for r in roots)]
+    remove_sources(gone, write, report)
+
+
+def remove_sources(sources: Iterable[str], write: StoreWriter, report: IngestReport) -> None:
+    """Delete every point of `sources` (files gone or no longer selected): a "pruned" outcome
+    each, or "failed" when the delete fails for good (the next prune or watch tries again).
+    Used by `--prune` and by `rag ingest --watch` (`pipelines.watch`)."""
+    for src in sources:
+        try:
+            write.delete_source(src)
+        except StoreWriteError as e:
+            report.outcomes.append(FileOutcome(source=src, status="failed", reason=(
+                f"could not be pruned: {e.reason}; the next run with --prune tries again")))
+            continue
+        report.outcomes.append(FileOutcome(source=src, status="pruned"))

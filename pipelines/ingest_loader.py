@@ -25,7 +25,12 @@ def loader_main(requests, out, chunker_cfg: dict, model: str, parent: int, ocr: 
     encoder's priority: niced, it starved while the encoder held both cores and the encoder then
     waited for it (1.7 s of 18 s on the arXiv PDFs); at equal priority it stays ahead, bounded by
     the queue."""
+    import signal
     import threading
+
+    # Ctrl-C reaches the whole process group: the job decides what an interrupt stops (a
+    # watching job finishes the file in flight first) and ends this process when it closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch_parent() -> None:  # the job was killed: stop, write nothing
         while os.getppid() == parent:
