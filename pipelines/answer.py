@@ -40,6 +40,7 @@ from rag.answer.prompt import (DEFAULT_CONTEXT_WINDOW, Prompt, PromptAssembler, 
                                strip_citations)
 from rag.search.retrieval import Retriever, SearchResponse
 from rag.tracing import OFF, span, start
+from rag.tracing import enabled as tracing_on
 
 #: What a pipeline searches with: a Retriever, or (query, top_k, filters) -> SearchResponse.
 Searcher: TypeAlias = Retriever | Callable[[str, int | None, Any], SearchResponse]
@@ -355,10 +356,12 @@ class RagPipeline:
 
     def _llm_span(self, parent, prompt: Prompt):
         """The span of one LLM call, with OpenTelemetry's generative-AI attributes."""
+        if not tracing_on():
+            return OFF
         described = self.llm.to_dict() if hasattr(self.llm, "to_dict") else {}
-        model = described.get("model") or self.llm.name
+        model = (described.get("init_parameters") or described).get("model") or self.llm.name
         return start(f"chat {model}", parent, **{
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": described.get("backend") or self.llm.name,
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": self.llm.name,
             "gen_ai.request.model": model, "gen_ai.request.max_tokens": self.generation.max_tokens,
             "gen_ai.request.temperature": self.generation.temperature,
             "gen_ai.usage.input_tokens": prompt.prompt_tokens})

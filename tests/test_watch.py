@@ -116,8 +116,8 @@ class Watcher:
         self.snaps.mkdir()
         self.out, self.err = tmp / f"{self.snaps.name}.out", tmp / f"{self.snaps.name}.err"
         self.marker = uuid.uuid4().hex
-        args = ["ingest", str(docs), "--watch", "--json", "--store", str(store), "--batch-size", "2",
-                *CLI_CHUNKING]
+        args = ["ingest", str(docs), "--watch", "--json", "--store", str(store), "--collection", "docs",
+                "--batch-size", "2", *CLI_CHUNKING]
         if kill_after_writes is None:
             command = [sys.executable, str(TESTS / "watch_probe.py"), str(self.snaps)]
         else:
