@@ -46,6 +46,12 @@ def enabled() -> bool:
     return _tracer is not None
 
 
+def tracer() -> Any:
+    """The OpenTelemetry Tracer spans are made with (None while off), for code that needs the
+    SDK's own API (the server's span per request, a child of the caller's trace)."""
+    return _tracer
+
+
 class _Off:
     """The span of disabled tracing."""
 

@@ -77,7 +77,7 @@ def test_eval_answers_reports_per_question_and_overall_and_gates(collection, cap
             "--collection", "docs", "--llm", "none", "--top-k", "2", "--no-progress"]
     assert main([*args, "--json", "--fail-under", "hit_rate=0.6"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["questions"] == 3 and report["backend"] == "no LLM: extracts"
+    assert report["questions"] == 3 and report["backend"] == "no LLM (--llm none): extracts"
     q1, q2, q3 = report["per_question"]
     assert (q1["hit"], q2["hit"], q3["hit"]) == (True, True, False)  # no document is about the moon
     assert q3["on_target"] == 0.0 and 0 < q1["on_target"] <= 1

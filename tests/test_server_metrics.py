@@ -31,7 +31,7 @@ def store(tmp_path_factory, encoder):
 
     root = tmp_path_factory.mktemp("metrics")
     write(root / "docs", DOCS)
-    rep = ingest([str(root / "docs")], encoder=encoder, store=StoreSettings(store_dir=str(root / "store")),
+    rep = ingest([str(root / "docs")], encoder=encoder, store=StoreSettings(store_dir=str(root / "store"), collection="docs"),
                  chunker=Chunker(48, 8), progress=False)
     assert not rep.failed
     return root / "store"

@@ -347,7 +347,7 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
         app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], allow_credentials=False)
     app.add_middleware(TraceRequests)  # a span per request when tracing is on
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: rejected requests are counted too
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes)  # outermost: rejected requests are counted too
     return app
 
 

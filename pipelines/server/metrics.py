@@ -120,11 +120,20 @@ def _buckets(sizes: Counter[int]) -> tuple[list[tuple[str, float]], float]:
 
 class RequestMetrics:
     """ASGI middleware, outermost: each HTTP request's route template (`UNMATCHED` when no route
-    took it, so a scan of random paths adds no series), status and time to its last byte,
-    rejections by the inner middleware (key, size, rate) included."""
+    matches it, so a scan of random paths adds no series), status and time to its last byte,
+    rejections by the inner middleware (key, size, rate) included: those never reach routing,
+    so their route is matched here against `routes` (the app's, a live list)."""
 
-    def __init__(self, app, metrics: ServerMetrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: ServerMetrics, routes: list | None = None):
+        self.app, self.metrics, self.routes = app, metrics, routes if routes is not None else []
+
+    def route_of(self, scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            from starlette.routing import Match
+
+            route = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        return getattr(route, "path", UNMATCHED)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -141,6 +150,4 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = scope.get("route")
-            self.metrics.request(scope["method"], getattr(route, "path", UNMATCHED), status,
-                                 time.perf_counter() - start)
+            self.metrics.request(scope["method"], self.route_of(scope), status, time.perf_counter() - start)

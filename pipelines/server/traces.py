@@ -22,8 +22,7 @@ class TraceRequests:
 
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
         parent = propagate.extract(headers)
-        tracer = trace.get_tracer("rag.server")
-        with tracer.start_as_current_span(scope["method"], context=parent,  # renamed once routed
+        with tracing.tracer().start_as_current_span(scope["method"], context=parent,  # renamed once routed
                                           kind=trace.SpanKind.SERVER,
                                           attributes={"http.request.method": scope["method"]}) as span:
             carrier: dict[str, str] = {}
