@@ -28,6 +28,7 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=40, help="questions per round (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=4, help="rounds of each, alternating (default: %(default)s)")
     ap.add_argument("--exporter", choices=("memory", "console"), default="memory")
+    ap.add_argument("--questions", default=str(QUESTIONS), help="CSV with a Question column (default: %(default)s)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
@@ -40,7 +41,7 @@ def main() -> int:
     from rag.embed.encoder import SentenceEncoder
     from rag.search.retrieval import Retriever
 
-    with open(QUESTIONS, newline="", encoding="utf-8") as f:
+    with open(args.questions, newline="", encoding="utf-8") as f:
         questions = [r["Question"] for r in csv.DictReader(f)][:args.queries]
     exporter = InMemorySpanExporter() if args.exporter == "memory" else ConsoleSpanExporter(out=open("/dev/null", "w"))
     provider = TracerProvider()
