@@ -190,9 +190,36 @@ def watch(paths: Sequence[str | Path], job: WatchJob, on_report: Callable[[Inges
           stop: threading.Event | None = None, quiet: float = QUIET, max_wait: float = MAX_WAIT) -> None:
     """Ingest `paths` with prune, then follow them until `stop` is set (by SIGTERM or Ctrl-C when
     run in the main thread), handing each job's report to `on_report`."""
+    stop = stop or threading.Event()
+    opened: list = []  # the collection, held open from the end of the first pass
+
+    def first() -> None:
+        on_report(ingest(paths, store=job.store, prune=True, progress=job.progress, stop=stop, **job.ingest_args))
+        if not stop.is_set():
+            opened.append(open_for_writing(job.store, job.ingest_args["encoder"], job.ingest_args["chunker"],
+                                           job.ingest_args.get("text_index")))
+
+    def apply(todo: Plan) -> None:
+        on_report(ingest(todo.ingest, store=job.store, vector_store=opened[0], remove=todo.remove,
+                         progress=job.progress, stop=stop, **job.ingest_args))
+
+    with _stopping_on_signals(stop):
+        try:
+            follow(paths, job.store, job.ingest_args.get("include", ()), job.ingest_args.get("exclude", ()),
+                   first, apply, lambda: StoredSources(opened[0]), stop, quiet, max_wait)
+        finally:
+            for vs in opened:
+                vs.close()
+
+
+def follow(paths: Sequence[str | Path], store: StoreSettings, include: Iterable[str], exclude: Iterable[str],
+           first: Callable[[], None], apply: Callable[[Plan], None], stored: Callable[[], StoredSources],
+           stop: threading.Event, quiet: float = QUIET, max_wait: float = MAX_WAIT) -> None:
+    """The watcher: `first()` (the first pass), then `apply(plan)` for each batch of changes that
+    asks for something, until `stop` is set. `stored()`: the collection's sources for a batch.
+    Shared by `rag ingest --watch` and `rag serve --watch` (which applies through its writer)."""
     import watchfiles
 
-    stop = stop or threading.Event()
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         from rag.errors import LoadError
@@ -200,38 +227,29 @@ def watch(paths: Sequence[str | Path], job: WatchJob, on_report: Callable[[Inges
         raise LoadError(missing[0], "no such file or directory: --watch follows existing files and folders")
     roots = [Root(source_name(Path(p)), Path(p).is_dir()) for p in paths]
     folders = sorted({r.source if r.is_dir else str(Path(r.source).parent) for r in roots})
-    ignore = [source_name(Path(job.store.store_dir))] if job.store.store_dir and not job.store.url else []
-    if job.store.local_path:
-        ignore.append(source_name(Path(job.store.local_path)))
-    include, exclude = job.ingest_args.get("include", ()), job.ingest_args.get("exclude", ())
+    ignore = [source_name(Path(store.store_dir))] if store.store_dir and not store.url else []
+    if store.local_path:
+        ignore.append(source_name(Path(store.local_path)))
     debouncer = Debouncer(quiet, max_wait)
-
-    with _stopping_on_signals(stop):
-        changes = watchfiles.watch(*folders, watch_filter=None, stop_event=stop, rust_timeout=TICK_MS,
-                                   yield_on_timeout=True, debounce=1000, step=50, raise_interrupt=False)
-        # The watcher is live from its first step, so changes made during the first pass are
-        # not lost: they wait in it, and are looked at once that pass is done.
-        debouncer.add(_paths(next(changes, set())), time.monotonic())
-        on_report(ingest(paths, store=job.store, prune=True, progress=job.progress, stop=stop, **job.ingest_args))
+    changes = watchfiles.watch(*folders, watch_filter=None, stop_event=stop, rust_timeout=TICK_MS,
+                               yield_on_timeout=True, debounce=1000, step=50, raise_interrupt=False)
+    # The watcher is live from its first step, so changes made during the first pass are not
+    # lost: they wait in it, and are looked at once that pass is done.
+    debouncer.add(_paths(next(changes, set())), time.monotonic())
+    first()
+    if stop.is_set():
+        return
+    for batch in changes:
+        now = time.monotonic()
+        debouncer.add(_paths(batch), now)
+        due = debouncer.due(now)
+        if not due:
+            continue
+        todo = plan(survey(due, roots, ignore), roots, include, exclude, stored())
+        if todo:
+            apply(todo)
         if stop.is_set():
-            return
-        vs = open_for_writing(job.store, job.ingest_args["encoder"], job.ingest_args["chunker"],
-                              job.ingest_args.get("text_index"))
-        try:
-            for batch in changes:
-                now = time.monotonic()
-                debouncer.add(_paths(batch), now)
-                due = debouncer.due(now)
-                if not due:
-                    continue
-                todo = plan(survey(due, roots, ignore), roots, include, exclude, StoredSources(vs))
-                if todo:
-                    on_report(ingest(todo.ingest, store=job.store, vector_store=vs, remove=todo.remove,
-                                     progress=job.progress, stop=stop, **job.ingest_args))
-                if stop.is_set():
-                    break
-        finally:
-            vs.close()
+            break
 
 
 def _paths(batch) -> list[str]:

@@ -277,3 +277,41 @@ def test_watcher_killed_during_a_change_then_restarted_repairs(tmp_path, clean, 
     finally:
         if again.proc.poll() is None:
             again.proc.kill()
+
+
+@pytest.mark.slow
+def test_serve_watch_follows_a_folder_through_the_servers_writer(tmp_path, encoder):
+    import httpx
+
+    from pipelines.config import RagConfig
+    from pipelines.server.app import create_app, serve_in_background
+    from pipelines.server.options import ServeOptions
+
+    docs = tmp_path / "docs"
+    write(docs, {"a.txt": sentences("alpha", 2), "old.md": sentences("omega", 2)})
+    store = tmp_path / "store"
+    settings = edge_settings(store)
+    assert not ingest([docs / "old.md"], encoder=encoder, store=settings, chunker=small_chunker(),
+                      progress=False).failed  # the collection's chunking; old.md is stored already
+    (docs / "old.md").unlink()  # gone while the server was down: pruned at start
+    cfg = RagConfig(store={"dir": str(store), "collection": "docs"}, llm={"backend": "none"})
+    app = create_app(cfg, ServeOptions(watch=[str(docs)]), encoder=encoder)
+
+    def sources(c) -> set[str]:
+        return {d["source"] for d in c.get("/v1/documents").json()["data"]}
+
+    def until(c, wanted: set[str], timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while (got := sources(c)) != wanted:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.2)
+
+    with serve_in_background(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        until(c, {src(docs / "a.txt")})
+        write(docs, {"b.md": sentences("beta", 2)})
+        until(c, {src(docs / "a.txt"), src(docs / "b.md")})
+        (docs / "a.txt").rename(docs / "c.txt")
+        until(c, {src(docs / "c.txt"), src(docs / "b.md")})
+        hits = c.post("/v1/search", json={"query": "beta note", "top_k": 1}).json()["results"]
+        assert hits[0]["source"] == src(docs / "b.md")
+    assert app.state.rag.watching is None  # stopped with the server
