@@ -247,9 +247,22 @@ def follow(paths: Sequence[str | Path], store: StoreSettings, include: Iterable[
             continue
         todo = plan(survey(due, roots, ignore), roots, include, exclude, stored())
         if todo:
+            before = {p: _stamp(p) for p in todo.ingest}
             apply(todo)
+            # A file written on while its job ran (a slow copy) is looked at again, whether or
+            # not its later events reached the watcher.
+            debouncer.add([p for p, stamp in before.items() if _stamp(p) != stamp], time.monotonic())
         if stop.is_set():
             break
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """A file's modification time and size (None once it is gone): what a job read may be old."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _paths(batch) -> list[str]:
