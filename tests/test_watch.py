@@ -144,10 +144,10 @@ class Watcher:
         data = json.loads((self.snaps / f"{job}.json").read_text())
         return {pid: tuple(p) for pid, p in data["points"].items()}, data["count"]
 
-    def settle_to(self, expected: dict[str, tuple], timeout: float = 240) -> list[dict]:
-        """Wait for jobs until the collection after one of them holds exactly `expected`; the
-        reports of the jobs it took."""
-        start = len(self.reports())
+    def settle_to(self, expected: dict[str, tuple], start: int, timeout: float = 240) -> list[dict]:
+        """Wait for jobs after the first `start` (the count before the change: a job may end
+        before this is called) until the collection after one of them holds exactly
+        `expected`; the reports of the jobs it took."""
         deadline = time.monotonic() + timeout
         n = start
         while True:
@@ -202,40 +202,48 @@ def test_watch_keeps_the_collection_equal_to_the_folder(tmp_path, clean):
         assert {o["status"] for o in first["outcomes"]} == {"ingested"}
         assert w.points(1)[0] == clean(docs)
 
+        before = len(w.reports())
         write(docs, {"c.txt": sentences("gamma", 3)})  # create
-        assert statuses(w.settle_to(clean(docs))) == {src(docs / "c.txt"): "ingested"}
+        assert statuses(w.settle_to(clean(docs), before)) == {src(docs / "c.txt"): "ingested"}
 
+        before = len(w.reports())
         write(docs, {"a.txt": sentences("alpha", 5, 40)})  # modify
-        assert statuses(w.settle_to(clean(docs))) == {src(docs / "a.txt"): "replaced"}
+        assert statuses(w.settle_to(clean(docs), before)) == {src(docs / "a.txt"): "replaced"}
 
+        before = len(w.reports())
         (docs / "b.md").unlink()  # delete
-        assert statuses(w.settle_to(clean(docs))) == {src(docs / "b.md"): "pruned"}
+        assert statuses(w.settle_to(clean(docs), before)) == {src(docs / "b.md"): "pruned"}
 
+        before = len(w.reports())
         (docs / "sub").mkdir()
         (docs / "c.txt").rename(docs / "sub" / "c2.txt")  # rename into a new folder
-        assert statuses(w.settle_to(clean(docs))) == {src(docs / "c.txt"): "pruned",
+        assert statuses(w.settle_to(clean(docs), before)) == {src(docs / "c.txt"): "pruned",
                                                        src(docs / "sub" / "c2.txt"): "ingested"}
 
+        before = len(w.reports())
         (docs / "sub").rename(docs / "moved")  # a folder renamed: its files follow
-        assert statuses(w.settle_to(clean(docs))) == {src(docs / "sub" / "c2.txt"): "pruned",
+        assert statuses(w.settle_to(clean(docs), before)) == {src(docs / "sub" / "c2.txt"): "pruned",
                                                        src(docs / "moved" / "c2.txt"): "ingested"}
 
+        before = len(w.reports())
         (docs / "a.txt").rename(docs / "a.txt.bak")  # renamed to a name no glob takes: gone
         (docs / ".scratch.tmp").write_text("not a document")  # ignored
-        assert statuses(w.settle_to(clean(docs))) == {src(docs / "a.txt"): "pruned"}
+        assert statuses(w.settle_to(clean(docs), before)) == {src(docs / "a.txt"): "pruned"}
 
+        before = len(w.reports())
         burst = {f"burst/{i:02d}.txt": f"Burst file {i} mentions the {i} lantern." for i in range(50)}
         write(docs, burst)
-        got = statuses(w.settle_to(clean(docs)))
+        got = statuses(w.settle_to(clean(docs), before))
         assert got == {src(docs / name): "ingested" for name in burst}
 
+        before = len(w.reports())
         slow = docs / "slow.md"
         with open(slow, "w") as f:  # written a sentence at a time, flushed each time
             for i in range(8):
                 f.write(sentences("slow", 1, i) + " ")
                 f.flush()
                 time.sleep(0.25)
-        assert statuses(w.settle_to(clean(docs)))[src(slow)] in ("ingested", "replaced")
+        assert statuses(w.settle_to(clean(docs), before))[src(slow)] in ("ingested", "replaced")
 
         assert w.stop() == 0  # SIGTERM: a clean stop
         assert not wait_gone(w.marker), "the watcher's loader outlived it"
