@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import re
 import statistics
 import sys
 import time
@@ -34,42 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rag.evaluation.figures import context_numbers, figures  # noqa: E402  (after the path is set)
+
 DATA = ROOT.parent / "shared" / "data" / "sec10q"
-MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
-_DATE = re.compile(rf"\b(?:{MONTHS})\s+\d{{1,2}},?\s+\d{{4}}\b|\bQ[1-4]\s+\d{{4}}\b|\b(?:19|20)\d{{2}}\b")
-_NUMBER = re.compile(r"(?<![\w.])(\$\s?)?\(?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?\)?(\s?%|\s(?:million|billion|thousand))?(?![\w-])",
-                     re.I)
-
-
-def _norm(integer: str, decimals: str | None) -> str:
-    digits = integer.replace(",", "")
-    frac = (decimals or "").rstrip("0").rstrip(".")
-    return digits + (frac if frac not in ("", ".") else "")
-
-
-def figures(answer: str) -> set[str]:
-    """The figures an answer quotes: money, percentages, grouped or decimal numbers, numbers of
-    at least 100 that are not years. Dates, years, quarter names and list numbers are not."""
-    text = _DATE.sub(" ", answer)
-    out = set()
-    for m in _NUMBER.finditer(text):
-        dollar, integer, decimals, unit = m.groups()
-        value = _norm(integer, decimals)
-        percent = bool(unit and "%" in unit)
-        significant = dollar or percent or decimals or "," in integer or unit or int(integer.replace(",", "")) >= 100
-        if significant and value not in ("0",):
-            out.add(value + ("%" if percent else ""))
-    return out
-
-
-def context_numbers(text: str) -> set[str]:
-    out = set()
-    for m in _NUMBER.finditer(text):
-        _, integer, decimals, unit = m.groups()
-        value = _norm(integer, decimals)
-        out.add(value + ("%" if unit and "%" in unit else ""))
-        out.add(value)
-    return out
 
 
 def load_questions(which: str, limit: int | None) -> list[dict]:

@@ -39,6 +39,8 @@ from rag.answer.grounding import check_answer_grounding
 from rag.answer.prompt import (DEFAULT_CONTEXT_WINDOW, Prompt, PromptAssembler, PromptTemplate, check_citations,
                                strip_citations)
 from rag.search.retrieval import Retriever, SearchResponse
+from rag.tracing import OFF, span, start
+from rag.tracing import enabled as tracing_on
 
 #: What a pipeline searches with: a Retriever, or (query, top_k, filters) -> SearchResponse.
 Searcher: TypeAlias = Retriever | Callable[[str, int | None, Any], SearchResponse]
@@ -206,7 +208,10 @@ class RagPipeline:
                 retrieval_query: str | None = None) -> tuple[Prompt, SearchResponse]:
         """Retrieve for `retrieval_query` (default: the question) and assemble the prompt."""
         response = self.search(retrieval_query or question, filters=filters)
-        prompt = self.prompt.assemble(question, response.results, history=history)
+        with span("rag.answer.prompt") as traced:
+            prompt = self.prompt.assemble(question, response.results, history=history)
+            traced.update(**{"rag.answer.passages": len(prompt.passages), "gen_ai.usage.input_tokens":
+                             prompt.prompt_tokens})
         if self.on_prepared is not None:
             self.on_prepared(prompt.passages)
         return prompt, response
@@ -223,34 +228,48 @@ class RagPipeline:
                retrieval_query: str | None = None, _stream: bool = True) -> Iterator[str | Answer]:
         """Yields the answer's text as it is generated, then the finished Answer (last item)."""
         started = time.perf_counter()
-        prompt, response = self.prepare(question, history, filters, retrieval_query)
-        answer = self._answer_shell(question, prompt, response, retrieval_query)
-        if not prompt.passages or self.llm is None:
-            yield self._without_llm(answer, question, retrieval_query, prompt, response)
-        else:
-            answer.kind, answer.backend = "generated", self.llm.name
-            cleaner = StreamCleaner()  # what the model echoes of the prompt is not shown
-            try:
-                if _stream:
-                    for piece in self.llm.stream(prompt.messages, self.generation):
-                        if text := cleaner.feed(piece):
+        traced = start("rag.answer", **{"rag.answer.streamed": _stream})
+        try:
+            with traced.current():
+                prompt, response = self.prepare(question, history, filters, retrieval_query)
+            answer = self._answer_shell(question, prompt, response, retrieval_query)
+            if not prompt.passages or self.llm is None:
+                with traced.current():
+                    text = self._without_llm(answer, question, retrieval_query, prompt, response)
+                yield text
+            else:
+                answer.kind, answer.backend = "generated", self.llm.name
+                cleaner = StreamCleaner()  # what the model echoes of the prompt is not shown
+                call = self._llm_span(traced, prompt)
+                try:
+                    if _stream:
+                        for piece in self.llm.stream(prompt.messages, self.generation):
+                            if text := cleaner.feed(piece):
+                                yield text
+                        if text := cleaner.finish():
                             yield text
-                    if text := cleaner.finish():
-                        yield text
-                    self._end_stream(answer, cleaner)
-                else:
-                    completion = self.llm.generate(prompt.messages, self.generation)
-                    self._set_generated(answer, *clean_answer(completion.text))
-                    answer.finish_reason = completion.finish_reason
-                    yield answer.text
-            except LLMError as e:
-                if not self.fallback_to_extracts:
-                    raise
-                self._fall_back(answer, e, cleaner.raw)
-                answer.text = self._extract(question, retrieval_query, prompt, response)
-                yield "\n\n" + answer.text if cleaner.shown else answer.text
-            self._note_length(answer)
-        yield self._finish(answer, prompt, started)
+                        self._end_stream(answer, cleaner)
+                    else:
+                        completion = self.llm.generate(prompt.messages, self.generation)
+                        self._set_generated(answer, *clean_answer(completion.text))
+                        answer.finish_reason = completion.finish_reason
+                        yield answer.text
+                except LLMError as e:
+                    call.update(**{"error.type": type(e).__name__})
+                    if not self.fallback_to_extracts:
+                        raise
+                    self._fall_back(answer, e, cleaner.raw)
+                    with traced.current():
+                        answer.text = self._extract(question, retrieval_query, prompt, response)
+                    yield "\n\n" + answer.text if cleaner.shown else answer.text
+                finally:
+                    self._end_llm_span(call, answer)
+                self._note_length(answer)
+            with traced.current():
+                finished = self._finish(answer, prompt, started, traced)
+            yield finished
+        finally:
+            traced.end()
 
     async def aask(self, question: str, history: Sequence[ChatMessage] = (), filters=None,
                    retrieval_query: str | None = None) -> Answer:
@@ -267,30 +286,48 @@ class RagPipeline:
         import asyncio
 
         started = time.perf_counter()
-        prompt, response = await asyncio.to_thread(self.prepare, question, history, filters, retrieval_query)
-        answer = self._answer_shell(question, prompt, response, retrieval_query)
-        if not prompt.passages or self.llm is None:
-            yield await asyncio.to_thread(self._without_llm, answer, question, retrieval_query, prompt,
-                                         response)
-            yield self._finish(answer, prompt, started)
-            return
-        answer.kind, answer.backend = "generated", self.llm.name
-        cleaner = StreamCleaner()
+        traced = start("rag.answer", **{"rag.answer.streamed": True})
         try:
-            async for piece in self.llm.astream(prompt.messages, self.generation):
-                if text := cleaner.feed(piece):
-                    yield text
-            if text := cleaner.finish():
+            with traced.current():  # asyncio.to_thread runs the block's calls in this context
+                prompt, response = await asyncio.to_thread(self.prepare, question, history, filters,
+                                                           retrieval_query)
+            answer = self._answer_shell(question, prompt, response, retrieval_query)
+            if not prompt.passages or self.llm is None:
+                with traced.current():
+                    text = await asyncio.to_thread(self._without_llm, answer, question, retrieval_query, prompt,
+                                                   response)
                 yield text
-            self._end_stream(answer, cleaner)
-        except LLMError as e:
-            if not self.fallback_to_extracts:
-                raise
-            self._fall_back(answer, e, cleaner.raw)
-            answer.text = await asyncio.to_thread(self._extract, question, retrieval_query, prompt, response)
-            yield "\n\n" + answer.text if cleaner.shown else answer.text
-        self._note_length(answer)
-        yield self._finish(answer, prompt, started)
+                with traced.current():
+                    finished = self._finish(answer, prompt, started, traced)
+                yield finished
+                return
+            answer.kind, answer.backend = "generated", self.llm.name
+            cleaner = StreamCleaner()
+            call = self._llm_span(traced, prompt)
+            try:
+                async for piece in self.llm.astream(prompt.messages, self.generation):
+                    if text := cleaner.feed(piece):
+                        yield text
+                if text := cleaner.finish():
+                    yield text
+                self._end_stream(answer, cleaner)
+            except LLMError as e:
+                call.update(**{"error.type": type(e).__name__})
+                if not self.fallback_to_extracts:
+                    raise
+                self._fall_back(answer, e, cleaner.raw)
+                with traced.current():
+                    answer.text = await asyncio.to_thread(self._extract, question, retrieval_query, prompt,
+                                                          response)
+                yield "\n\n" + answer.text if cleaner.shown else answer.text
+            finally:
+                self._end_llm_span(call, answer)
+            self._note_length(answer)
+            with traced.current():
+                finished = self._finish(answer, prompt, started, traced)
+            yield finished
+        finally:
+            traced.end()
 
     def _end_stream(self, answer: Answer, cleaner: StreamCleaner) -> None:
         answer.finish_reason = self._streamed_finish("".join(cleaner.raw))
@@ -304,13 +341,36 @@ class RagPipeline:
                                 "'Answer:') was removed from its output")
 
     @staticmethod
-    def _finish(answer: Answer, prompt: Prompt, started: float) -> Answer:
+    def _finish(answer: Answer, prompt: Prompt, started: float, traced=OFF) -> Answer:
         """The checks every answer gets, whatever produced it: citations name passages of the
         prompt, and the figures and names each sentence states are in a passage it cites."""
         answer.seconds = time.perf_counter() - started
         check_citations(answer)
-        check_answer_grounding(answer)
+        with span("rag.answer.grounding") as grounding:
+            check_answer_grounding(answer)
+            grounding.update(**{"rag.grounding.sentences": len(answer.support),
+                                "rag.grounding.unsupported": len(answer.unsupported)})
+        traced.update(**{"rag.answer.kind": answer.kind, "rag.answer.backend": answer.backend,
+                         "rag.answer.citations_valid": answer.citations_valid})
         return answer
+
+    def _llm_span(self, parent, prompt: Prompt):
+        """The span of one LLM call, with OpenTelemetry's generative-AI attributes."""
+        if not tracing_on():
+            return OFF
+        described = self.llm.to_dict() if hasattr(self.llm, "to_dict") else {}
+        model = (described.get("init_parameters") or described).get("model") or self.llm.name
+        return start(f"chat {model}", parent, **{
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": self.llm.name,
+            "gen_ai.request.model": model, "gen_ai.request.max_tokens": self.generation.max_tokens,
+            "gen_ai.request.temperature": self.generation.temperature,
+            "gen_ai.usage.input_tokens": prompt.prompt_tokens})
+
+    def _end_llm_span(self, call, answer: Answer) -> None:
+        if call is not OFF and answer.kind == "generated":
+            call.update(**{"gen_ai.usage.output_tokens": self.prompt.count(answer.text) if answer.text else 0,
+                           "gen_ai.response.finish_reasons": [answer.finish_reason or "stop"]})
+        call.end()
 
     def _streamed_finish(self, text: str) -> str | None:
         """Streams carry text only: an answer whose length (in the prompt budget's tokens, the

@@ -27,8 +27,9 @@ so that a rerun makes the same decisions and the file is then "unchanged".
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from threading import Event
 from typing import Literal
 
 import numpy as np
@@ -50,11 +51,13 @@ from rag.ingest.loaders import DEFAULT_INCLUDE, find_files, source_name
 from rag.ingest.pdf import DEFAULT_OCR, OcrMode
 from rag.models import Chunk, Document
 from rag.search.store import TextIndexSettings, VectorStore, is_complete
+from rag.tracing import OFF, span, start
 
 # What other modules import from here; the report's models, the store's opening and the loader
 # live in their own modules (pipelines.ingest_*).
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_DUP_THRESHOLD", "FileOutcome", "IngestReport", "NearDuplicate", "Status",
-           "check_file", "ingest", "ingest_documents", "list_files", "load_and_chunk", "open_for_writing", "optimize"]
+           "check_file", "ingest", "ingest_documents", "list_files", "load_and_chunk", "open_for_writing", "optimize",
+           "remove_sources"]
 
 DEFAULT_BATCH_SIZE = 128  # chunks per encode and write
 DEFAULT_DUP_THRESHOLD = 0.95  # cosine at which a chunk counts as a near-duplicate
@@ -81,6 +84,8 @@ def ingest(
     labels: Mapping[str | Path, str] | None = None,
     ocr: OcrMode = DEFAULT_OCR,
     write_retry: WriteRetry | None = None,
+    remove: Iterable[str] = (),
+    stop: Event | None = None,
 ) -> IngestReport:
     """Ingest files and directories into a collection (created on first use). Returns the report;
     failures are in it, not raised, except for errors that stop the whole job (store, model).
@@ -96,7 +101,11 @@ def ingest(
     path gets the same ids. Files not in it keep their resolved path. Not with `prune`.
     ocr: PDF pages read by OCR, "auto" (those without a text layer), "force" (all) or "off".
     write_retry: how a store write is retried on a transient error (default: 3 retries, backoff
-    from 0.5 s); a file whose write still fails is reported failed and the job goes on."""
+    from 0.5 s); a file whose write still fails is reported failed and the job goes on.
+    remove: sources to delete once the files are written ("pruned" outcomes; `rag ingest
+    --watch` passes the files deleted or renamed away).
+    stop: once set, no further file is started; the files whose chunks are in hand are written
+    and settled, the rest left as they are (no outcome) for a later run."""
     encoder = encoder or SentenceEncoder()
     chunker = chunker or Chunker()
     if labels and prune:
@@ -126,10 +135,15 @@ def ingest(
                     items = (item if item is IDLE else _relabel(name(item[0]), *item[1:])
                              for item in loader.items([p for p, _ in todo], encoder.max_seq_length,
                                                       [name(p) for p, _ in todo]))
+                    path_of = {name(p): str(p) for p, _ in todo}
                     _run(items, len(todo), {name(p): old for p, old in todo}, encoder, write, report,
-                         batch_size, progress, dedup)
+                         batch_size, progress, dedup, stop, job.trace,
+                         lambda src: loader.stages.pop(path_of.get(src, ""), []))
+                if stop is not None and stop.is_set():
+                    return job.report  # what was asked of the store but not done waits for the next run
                 if prune:
                     _prune(paths, files, vs, write, report)
+                remove_sources(remove, write, report)
         finally:
             if loader is not None:
                 loader.close()
@@ -212,24 +226,43 @@ def ingest_documents(
 
 def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], encoder: SentenceEncoder,
          write: StoreWriter, report: IngestReport, batch_size: int, progress: bool,
-         dedup: NearDuplicates | None = None) -> None:
+         dedup: NearDuplicates | None = None, stop: Event | None = None, trace=OFF,
+         stages: Callable[[str], list[tuple[str, int, int]]] | None = None) -> None:
     """Encode and write the chunks of `items` in batches of `batch_size` chunks, which may hold
     several files' chunks (with near-duplicates skipped, whole files: a file's chunk count,
     recorded in every point, must be final before its first point is written). A file is
     settled once all its chunks are written; a batch that fails for good fails the files it
-    carried, and only those (`FileWrites`), and their other chunks are not sent."""
+    carried, and only those (`FileWrites`), and their other chunks are not sent. Once `stop` is
+    set no further file is started. `trace`: the job's span, parent of a span per file (its load
+    and chunk stages as the loader timed them, `stages(source)`) and per batch encoded and written."""
     from pipelines.render import ingest_progress
 
     pending: list[Chunk] = []
     in_flight: dict[str, FileInFlight] = {}  # by source: files with chunks pending or being written
     whole_files = dedup is not None and dedup.action == "skip"
+    file_spans: dict[str, object] = {}  # by source: the span of each file in flight
+
+    def begin_file(src: str, doc: Document | None, chunks: list[Chunk]) -> None:
+        traced = file_spans[src] = start("rag.ingest.file", trace, **{
+            "rag.ingest.source": src, "rag.ingest.chunks": len(chunks),
+            "rag.ingest.ocr_pages": doc.ocr_pages if doc is not None else None})
+        for stage, began, ended in stages(src) if stages is not None and traced is not OFF else ():
+            start(f"rag.ingest.{stage}", traced, began, **({"rag.ingest.ocr_pages": doc.ocr_pages}
+                                                          if stage == "load" and doc is not None else {})).end(ended)
+
+    def end_file(src: str, outcome: str) -> None:
+        traced = file_spans.pop(src, OFF)
+        traced.set("rag.ingest.outcome", outcome)
+        traced.end()
 
     def flush_batch(writes: FileWrites) -> None:
         if not pending:
             return
         batch = pending[:]
         pending.clear()
-        vectors, units = encode_chunks(encoder, batch)
+        carried = {"rag.ingest.chunks": len(batch), "rag.ingest.sources": list(dict.fromkeys(c.source for c in batch))}
+        with trace.current(), span("rag.ingest.encode", **carried):
+            vectors, units = encode_chunks(encoder, batch)
         emptied: list[FileInFlight] = []
         if dedup is not None:
             keep = dedup.check(batch, vectors)
@@ -241,12 +274,14 @@ def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], e
                 batch = [c for c, k in zip(batch, keep) if k]
                 vectors = vectors[np.asarray(keep)]
                 units = None if units is None else [u for u, k in zip(units, keep) if k]
-        done = writes.upsert(batch, vectors, units, in_flight) if batch else []
-        for f in emptied + done:
-            writes.settle(f)
+        with trace.current(), span("rag.ingest.write", **carried):
+            done = writes.upsert(batch, vectors, units, in_flight) if batch else []
+            for f in emptied + done:
+                writes.settle(f)
         for f in list(in_flight.values()):
             if f.abandoned or not f.remaining:  # settled or failed: nothing more of it comes
                 del in_flight[f.source]
+                end_file(f.source, "failed" if f.abandoned else "written")
 
     with ingest_progress(total, enabled=progress) as bar:
         writes = FileWrites(write, report, bar)
@@ -254,9 +289,13 @@ def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], e
             if item is IDLE:  # the loader has nothing ready: encode what we hold meanwhile
                 flush_batch(writes)
                 continue
+            if stop is not None and stop.is_set():
+                break  # the files in hand are written below; the rest are not started
             src, doc, chunks, reason = item
+            begin_file(src, doc, chunks)
             if doc is None or not chunks:
                 report.outcomes.append(unreadable(src, reason))
+                end_file(src, "failed")
                 bar.advance_file()
                 continue
             f = in_flight[src] = FileInFlight.read(src, doc, chunks, had_old[src])
@@ -269,6 +308,8 @@ def _run(items: Iterable[Item | str], total: int, had_old: Mapping[str, bool], e
             if len(pending) >= batch_size and whole_files:
                 flush_batch(writes)
         flush_batch(writes)
+        for src in list(file_spans):  # stopped before its chunks were all in hand
+            end_file(src, "not finished")
 
 
 def _prune(paths: Sequence[str | Path], files: list[Path], vs: VectorStore, write: StoreWriter,
@@ -277,12 +318,20 @@ def _prune(paths: Sequence[str | Path], files: list[Path], vs: VectorStore, writ
     no longer selected by the include/exclude globs."""
     present = {source_name(p) for p in files}
     roots = [source_name(Path(p)) + "/" for p in paths if Path(p).is_dir()]
-    for src in sorted(vs.sources() - present):
-        if not Path(src).exists() or any(src.startswith(r) for r in roots):
-            try:
-                write.delete_source(src)
-            except StoreWriteError as e:
-                report.outcomes.append(FileOutcome(source=src, status="failed", reason=(
-                    f"could not be pruned: {e.reason}; the next run with --prune tries again")))
-                continue
-            report.outcomes.append(FileOutcome(source=src, status="pruned"))
+    gone = [src for src in sorted(vs.sources() - present)
+            if not Path(src).exists() or any(src.startswith(r) for r in roots)]
+    remove_sources(gone, write, report)
+
+
+def remove_sources(sources: Iterable[str], write: StoreWriter, report: IngestReport) -> None:
+    """Delete every point of `sources` (files gone or no longer selected): a "pruned" outcome
+    each, or "failed" when the delete fails for good (the next prune or watch tries again).
+    Used by `--prune` and by `rag ingest --watch` (`pipelines.watch`)."""
+    for src in sources:
+        try:
+            write.delete_source(src)
+        except StoreWriteError as e:
+            report.outcomes.append(FileOutcome(source=src, status="failed", reason=(
+                f"could not be pruned: {e.reason}; the next run with --prune tries again")))
+            continue
+        report.outcomes.append(FileOutcome(source=src, status="pruned"))

@@ -21,6 +21,7 @@ from pipelines.stores import StoreSettings, open_store
 from rag.embed.encoder import SentenceEncoder
 from rag.ingest.chunking import Chunker
 from rag.search.store import CollectionInfo, TextIndexSettings, VectorStore, check_compatible
+from rag.tracing import start
 
 
 class IngestJob:
@@ -32,6 +33,7 @@ class IngestJob:
         self.report = IngestReport(collection=settings.describe())
         self.store: VectorStore | None = None
         self._started = time.perf_counter()
+        self.trace = start("rag.ingest", **{"rag.ingest.collection": self.report.collection})  # ended with the job
 
     def __enter__(self) -> IngestJob:
         return self
@@ -39,6 +41,10 @@ class IngestJob:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.report.seconds = time.perf_counter() - self._started
+        self.trace.update(**{f"rag.ingest.files.{k}": v for k, v in self.report.counts().items()},
+                          **{"rag.ingest.chunks_written": self.report.chunks_written,
+                             "error.type": exc_type.__name__ if exc_type else None})
+        self.trace.end()
 
     @contextmanager
     def collection(self, encoder: SentenceEncoder, chunker: Chunker, text_index: TextIndexSettings | None = None,

@@ -25,7 +25,12 @@ def loader_main(requests, out, chunker_cfg: dict, model: str, parent: int, ocr: 
     encoder's priority: niced, it starved while the encoder held both cores and the encoder then
     waited for it (1.7 s of 18 s on the arXiv PDFs); at equal priority it stays ahead, bounded by
     the queue."""
+    import signal
     import threading
+
+    # Ctrl-C reaches the whole process group: the job decides what an interrupt stops (a
+    # watching job finishes the file in flight first) and ends this process when it closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch_parent() -> None:  # the job was killed: stop, write nothing
         while os.getppid() == parent:
@@ -45,20 +50,29 @@ def loader_main(requests, out, chunker_cfg: dict, model: str, parent: int, ocr: 
     counter = TokenCounter(model, max_seq_length)
 
     for p, src in zip(paths, sources):
-        out.put((p, *load_and_chunk(p, src, chunker, counter, ocr)))
+        stages: list[tuple[str, int, int]] = []
+        out.put((p, *load_and_chunk(p, src, chunker, counter, ocr, stages), stages))
     out.put(None)
 
 
 def load_and_chunk(path: str | Path, source: str | None, chunker: Chunker, counter,
-                   ocr: OcrMode = DEFAULT_OCR) -> tuple[Document | None, list[Chunk], str | None]:
+                   ocr: OcrMode = DEFAULT_OCR, stages: list[tuple[str, int, int]] | None = None,
+                   ) -> tuple[Document | None, list[Chunk], str | None]:
     """(document, chunks, None), or (None, [], the reason) for a file that cannot be read: the
     per-file step of the loader process and of the distributed job's stage 1. The file is chunked
-    under `source` when given (a label) and its resolved path otherwise."""
+    under `source` when given (a label) and its resolved path otherwise. `stages`, when given,
+    gets ("load", start, end) and ("chunk", start, end) in epoch nanoseconds (for its trace)."""
+    stages = [] if stages is None else stages
     try:
+        started = time.time_ns()
         doc = load(path, ocr=ocr)
+        stages.append(("load", started, time.time_ns()))
         if source and source != doc.source:
             doc = doc.model_copy(update={"source": source})
-        return doc, chunker.split(doc, counter), None
+        started = time.time_ns()
+        chunks = chunker.split(doc, counter)
+        stages.append(("chunk", started, time.time_ns()))
+        return doc, chunks, None
     except LoadError as e:
         return None, [], e.reason
     except Exception as e:  # a loader bug must not end the whole job
@@ -81,6 +95,7 @@ class LoaderProcess:
         self._proc = ctx.Process(target=loader_main, daemon=True, name="rag-loader",
                                  args=(self._requests, self._out, chunker.to_dict(), model, os.getpid(), ocr))
         self._proc.start()
+        self.stages: dict[str, list[tuple[str, int, int]]] = {}  # path -> its load and chunk times
 
     def items(self, paths: list[Path], max_seq_length: int, sources: list[str] | None = None):
         """Yield (path, doc, chunks, reason) in order, and IDLE whenever nothing is ready yet
@@ -102,7 +117,8 @@ class LoaderProcess:
             if item is None:
                 return
             seen += 1
-            path, doc, chunks, reason = item
+            path, doc, chunks, reason, stages = item
+            self.stages[str(path)] = stages
             yield Path(path), doc, chunks, reason
 
     def close(self) -> None:

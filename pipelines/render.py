@@ -205,6 +205,21 @@ def print_ingest_report(report, out: Console | None = None) -> None:
     print_near_duplicates(report, out)
 
 
+def print_watch_outcomes(report, out: Console | None = None) -> None:
+    """The rolling log of `rag ingest --watch`: one timestamped line per file a job changed (or
+    failed on), then the collection's size."""
+    out = out or stdout()
+    stamp = time.strftime("%H:%M:%S")
+    changed = [o for o in report.outcomes if o.status != "unchanged"]
+    for o in changed:
+        detail = f"{o.chunks} chunks" if o.status in ("ingested", "replaced") else (o.reason or "")
+        out.print(f"{stamp} {o.status:<8} {escape(o.source)}  {escape(detail)}".rstrip(), highlight=False)
+        for msg in o.warnings:
+            out.print(f"{stamp}   warning: {escape(msg)}", highlight=False)
+    if changed:
+        out.print(f"{stamp} {report.total_points} points in {escape(report.collection)}", highlight=False)
+
+
 def print_near_duplicates(report, out: Console | None = None) -> None:
     """The near-duplicate part of the ingest summary (nothing when the check was off)."""
     if report.near_duplicate_action is None:
@@ -316,6 +331,38 @@ def _describe(settings: dict[str, Any]) -> str:
         model = (settings["reranker"].get("init_parameters") or {}).get("model", "")
         parts.append(f"rerank {Path(str(model)).name} top {settings.get('rerank_depth')}")
     return " ".join(parts)
+
+
+def print_answer_eval(report, out: Console | None = None) -> None:
+    """`rag eval answers`: one row per question, then the overall figures."""
+    out = out or stdout()
+    t = _table(f"Answers: {report.file} on {report.collection} ({report.backend})")
+    for col, justify in (("#", "right"), ("question", "left"), ("hit", "right"), ("on target", "right"),
+                         ("figures in passages", "right"), ("in answer", "right"), ("citations", "right"),
+                         ("unsupported", "right"), ("s", "right")):
+        t.add_column(col, justify=justify, overflow="fold" if col == "question" else "ellipsis")
+    for i, r in enumerate(report.per_question, 1):
+        n = len(r.figures)
+        t.add_row(str(i), escape(_clip(r.question, 70)), "-" if r.hit is None else ("yes" if r.hit else "no"),
+                  "-" if r.on_target is None else f"{r.on_target:.2f}",
+                  f"{len(r.figures_in_passages)}/{n}" if n else "-", f"{len(r.figures_in_answer)}/{n}" if n else "-",
+                  "valid" if r.citations_valid else "invalid", f"{r.unsupported}/{r.sentences}", f"{r.seconds:.2f}")
+    out.print(t)
+    o = report.overall
+    s = _table("Overall")
+    s.add_column("metric", justify="left")
+    s.add_column("", justify="right")
+    for key, label in (("hit_rate", "hit rate (questions with a source glob)"),
+                       ("on_target_rate", "passages from the named documents"),
+                       ("figure_recall_passages", f"reference figures in passages (of {o['figures']:.0f})"),
+                       ("all_figures_passages_rate", f"questions with every figure in passages "
+                                                     f"(of {o['questions_with_figures']:.0f})"),
+                       ("figure_recall_answer", "reference figures in the answer"),
+                       ("citation_valid_rate", "citations valid"),
+                       ("unsupported_rate", f"sentences unsupported (of {o['sentences']:.0f})")):
+        s.add_row(label, f"{o[key]:.3f}")
+    s.add_row("latency p50 / mean / max s", f"{o['latency_p50']:.2f} / {o['latency_mean']:.2f} / {o['latency_max']:.2f}")
+    out.print(s)
 
 
 def print_sts_result(result, model: str, out: Console | None = None) -> None:

@@ -127,17 +127,22 @@ def snapshot(settings: StoreSettings) -> Snapshot:
     plus the engine's own exact count, which must equal the number of distinct ids."""
     store = open_store(settings)
     try:
-        points, spans = {}, {}
-        for pid, p in store.payloads(["source", "file_hash", "file_chunks", P.UNIT_SPANS]):
-            points[pid] = (p["source"], p["file_hash"], int(p["file_chunks"]))
-            spans[pid] = [tuple(s) for s in p.get(P.UNIT_SPANS) or []]
-        units = {}
-        if store.info.sentence_vectors and points:
-            vectors = store.unit_vectors(list(points))
-            units = {pid: (spans[pid], np.asarray(vectors.get(pid, []))) for pid in points}
-        return Snapshot(points, store.count(), units)
+        return snapshot_of(store)
     finally:
         store.close()
+
+
+def snapshot_of(store) -> Snapshot:
+    """`snapshot` of a collection already open (`store`, a VectorStore)."""
+    points, spans = {}, {}
+    for pid, p in store.payloads(["source", "file_hash", "file_chunks", P.UNIT_SPANS]):
+        points[pid] = (p["source"], p["file_hash"], int(p["file_chunks"]))
+        spans[pid] = [tuple(s) for s in p.get(P.UNIT_SPANS) or []]
+    units = {}
+    if store.info.sentence_vectors and points:
+        vectors = store.unit_vectors(list(points))
+        units = {pid: (spans[pid], np.asarray(vectors.get(pid, []))) for pid in points}
+    return Snapshot(points, store.count(), units)
 
 
 def copy_store(settings: StoreSettings, dest_root: Path) -> StoreSettings:

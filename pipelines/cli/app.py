@@ -21,6 +21,9 @@ def build_parser(cfg=None) -> argparse.ArgumentParser:
 
     cfg = cfg if cfg is not None else RagConfig()
     parser = argparse.ArgumentParser(prog="rag", description="Retrieval-augmented generation over your documents.")
+    parser.add_argument("--trace-console", action="store_true",
+                        help="print OpenTelemetry spans to stderr (pip install -e \".[otel]\"); with "
+                             "$OTEL_EXPORTER_OTLP_ENDPOINT set they go there too")
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (documents, evaluate, training, analysis, answer, serve, mcp):
         group.register(sub, cfg)
@@ -43,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rag: error: {e}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
+    from pipelines import tracing
+
     try:
+        tracing.configure(console=args.trace_console)
         return args.func(args)
     except RagError as e:
         print(f"rag: error: {e}", file=sys.stderr)
@@ -51,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
         return 130
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

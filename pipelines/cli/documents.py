@@ -24,8 +24,13 @@ def register(sub, cfg) -> None:
     p.add_argument("--ray-writers", type=int, metavar="N",
                    help="with --ray: writer actors (default: one per encoder actor with --url, where they "
                         "write in parallel; with the embedded store the driver writes, or 1 writer actor)")
+    p.add_argument("--watch", action="store_true",
+                   help="after ingesting (with --prune), follow the folders and keep the collection equal to "
+                        "them: new and changed files ingested, deleted and renamed ones removed, until "
+                        "Ctrl-C or SIGTERM (pip install -e \".[watch]\")")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (with --watch, one line "
+                                                       "per job)")
     add_config_option(p, cfg)
     p.set_defaults(func=cmd_ingest)
 
@@ -54,6 +59,8 @@ def cmd_ingest(args) -> int:
         from rag.errors import ConfigError
 
         raise ConfigError("--ray-writers goes with --ray")
+    if args.watch:
+        return _ingest_watch(args, cfg)
     report = ingest(
         args.paths, encoder=cfg.encoder.build(), store=cfg.store.settings(), chunker=cfg.chunking.build(),
         include=ing.include, exclude=ing.exclude, prune=args.prune,
@@ -67,6 +74,34 @@ def cmd_ingest(args) -> int:
     else:
         render.print_ingest_report(report)
     return 1 if report.failed else 0
+
+
+def _ingest_watch(args, cfg) -> int:
+    from pipelines import render
+    from pipelines.watch import WatchJob, watch
+    from rag.search.store import TextIndexSettings
+
+    ing = cfg.ingest
+    job = WatchJob(store=cfg.store.settings(), progress=not args.no_progress and not args.json, ingest_args=dict(
+        encoder=cfg.encoder.build(), chunker=cfg.chunking.build(), include=ing.include, exclude=ing.exclude,
+        text_index=None if ing.stemming else TextIndexSettings.plain(), batch_size=ing.batch_size,
+        near_duplicates=ing.near_duplicates, dup_threshold=ing.dup_threshold, ocr=ing.ocr,
+        write_retry=ing.write_retry()))
+    first = True
+
+    def on_report(report) -> None:
+        nonlocal first
+        if args.json:
+            print(report.model_dump_json(), flush=True)
+        elif first:
+            render.print_ingest_report(report)
+            render.note(f"watching {', '.join(map(str, args.paths))} (Ctrl-C or SIGTERM to stop)")
+        else:
+            render.print_watch_outcomes(report)
+        first = False
+
+    watch(args.paths, job, on_report)
+    return 0
 
 
 def _ingest_ray(args, cfg) -> int:

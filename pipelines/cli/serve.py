@@ -52,6 +52,10 @@ def register(sub, cfg) -> None:
     g.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_BYTES / 1_000_000, metavar="MB",
                    help="largest file POST /v1/documents accepts, in MB (default: %(default)g)")
     g.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    g.add_argument("--watch", action="append", default=[], metavar="DIR",
+                   help="keep the default collection equal to this folder, repeatable: ingested with prune at "
+                        "start, then followed as `rag ingest --watch` does, every write through the server's "
+                        "writer (pip install -e \".[watch]\")")
     add_config_option(p, cfg)
     p.set_defaults(func=cmd_serve)
 
@@ -80,7 +84,9 @@ def serve_options(args):
                            cors_origins=args.cors_origin, log_level=args.log_level,
                            max_requests_per_client=args.max_requests_per_client,
                            max_chats_per_client=args.max_chats_per_client,
-                           max_upload_bytes=max(1, int(args.max_upload_mb * 1_000_000)))
+                           max_upload_bytes=max(1, int(args.max_upload_mb * 1_000_000)), watch=args.watch)
+    if args.watch and options.workers > 1:
+        raise ConfigError("--watch takes one worker: each worker would follow the folders")
     key = options.server_key()
     if options.keys_file:
         options.key_grants()  # a wrong key file stops the command here, before anything is opened

@@ -2,6 +2,7 @@
 
     GET  /                       no key: the web chat page (static/index.html, app.js, app.css)
     GET  /health                 no key: {"status": "ok"}
+    GET  /metrics                Prometheus text format (metrics.py)
     GET  /v1/models              one model per collection (OpenAI list shape)
     POST /v1/chat/completions    OpenAI chat completions, streamed (SSE) or not, with sources
     POST /v1/search              what `rag search --json` prints
@@ -55,6 +56,8 @@ from pipelines.server.keys import AccessDeniedError
 from pipelines.server.security import MAX_BODY_BYTES, OPEN_ROUTES, LimitPerClient, RequireKey, send_error
 from pipelines.server.generation import GenerationInterrupted
 from pipelines.server.mcp_http import add_mcp_route
+from pipelines.server.metrics import RequestMetrics, ServerMetrics
+from pipelines.server.traces import TraceRequests
 from pipelines.server.options import ServeOptions
 from pipelines.server.state import ServerState
 from rag.answer.llm import ChatMessage
@@ -161,8 +164,9 @@ class ChatRun:
     """One chat answer running as its own task. Events on the queue: ("sources", passages),
     ("text", piece) ..., then ("answer", Answer) or ("error", exception)."""
 
-    def __init__(self, state: ServerState, request: S.ChatRequest, grant=None):
+    def __init__(self, state: ServerState, request: S.ChatRequest, grant=None, metrics: ServerMetrics | None = None):
         self.loop = asyncio.get_running_loop()
+        self.metrics = metrics
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(QUEUE_SIZE)
         grant = grant or grant_of({})
         # A model naming a collection the key may not see is any other model name: the key's default.
@@ -195,6 +199,8 @@ class ChatRun:
                     retrieval_query=retrieval_query)) as items:
                 async for item in items:
                     if isinstance(item, Answer):
+                        if self.metrics is not None:
+                            self.metrics.answer(item, self.usage(item).completion_tokens)
                         await self.queue.put(("answer", item))
                     elif item:
                         await self.queue.put(("text", item))
@@ -342,8 +348,10 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
     app = FastAPI(title="rag serve", version="1", lifespan=lifespan,
                   description="Chat over your documents, OpenAI-compatible, with the sources of every answer.")
     app.state.rag = state
+    app.state.metrics = metrics = ServerMetrics(state)
     _add_error_handlers(app)
     _add_routes(app, state)
+    _add_metrics_route(app, metrics)
     mcp_sessions = add_mcp_route(app, state, options.host)
     contract.install(app, with_key=bool(key or grants), max_upload_bytes=options.max_upload_bytes)
     # Added innermost first: CORS (outermost) answers preflights, then the key, then the
@@ -360,7 +368,16 @@ def create_app(config: RagConfig, options: ServeOptions | None = None, *, encode
 
         app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], allow_credentials=False)
+    app.add_middleware(TraceRequests)  # a span per request when tracing is on
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes)  # outermost: rejected requests are counted too
     return app
+
+
+def _add_metrics_route(app: FastAPI, metrics: ServerMetrics) -> None:
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        body, content_type = await asyncio.to_thread(metrics.exposition)
+        return Response(body, media_type=content_type)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -424,7 +441,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post("/v1/chat/completions", response_model=S.ChatCompletion)
     async def chat(body: S.ChatRequest, request: Request) -> Response:
-        run = ChatRun(state, body, grant_of(request.scope))
+        run = ChatRun(state, body, grant_of(request.scope), request.app.state.metrics)
         await run.start()
         try:
             first = await run.next(request)

@@ -95,6 +95,13 @@ class EncoderGate(Encoder):
         self._thread: threading.Thread | None = None
         self._closed = False
         self.stats = {"urgent_calls": 0, "urgent_passes": 0, "bulk_slices": 0}
+        self.pass_texts: collections.Counter[int] = collections.Counter()  # urgent passes by their texts
+
+    @property
+    def queued(self) -> int:
+        """Calls and slices waiting for the encoder thread (the pass running not counted)."""
+        with self._cond:
+            return len(self._urgent) + len(self._bulk)
 
     @property
     def wrapped(self) -> Encoder:
@@ -186,6 +193,7 @@ class EncoderGate(Encoder):
                 if self._urgent and not (self._bulk and self._last_urgent):
                     batch, self._last_urgent = self._take_batch(), True
                     self.stats["urgent_passes"] += 1
+                    self.pass_texts[sum(len(w.texts) for w in batch)] += 1
                 else:
                     batch, self._last_urgent = [self._bulk.popleft()], False
                     self.stats["bulk_slices"] += 1

@@ -31,6 +31,7 @@ class ServeOptions(BaseModel):
     max_requests_per_client: int = Field(MAX_REQUESTS_PER_CLIENT, ge=1)
     max_chats_per_client: int = Field(MAX_CHATS_PER_CLIENT, ge=1)
     log_level: str = "info"
+    watch: list[str] = Field(default_factory=list, description="folders the default collection follows")
 
     def server_key(self) -> str | None:
         return read_server_key(self.server_key_env)

@@ -111,6 +111,7 @@ class ServerState:
         self._encoders: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.writer = DocumentWriter(self.collection, Spool(self.uploads_dir / SPOOL_FOLDER))
+        self.watching = None  # rag serve --watch (pipelines.server.watching)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> ServerState:
@@ -131,9 +132,16 @@ class ServerState:
         except RagError as e:  # a real request reports it; the server still starts
             logger.warning("warm-up search of collection '%s' failed: %s", default.name, e)
         self.writer.start()
+        if self.options.watch:
+            from pipelines.server.watching import FolderWatch
+
+            self.watching = FolderWatch(self, self.options.watch).start()
         return self
 
     def close(self) -> None:
+        if self.watching is not None:  # its last job, in the writer, ends first
+            self.watching.stop()
+            self.watching = None
         self.writer.stop()  # the writer's job ends before the stores it writes to close
         with self._lock:
             served, self._served = list(self._served.values()), {}

@@ -36,10 +36,6 @@ def find_files(
     Globs match the file name or the path relative to the walked directory; hidden
     directories are skipped."""
     include, exclude = tuple(include), tuple(exclude)
-
-    def matches(rel: str, name: str, globs: tuple[str, ...]) -> bool:
-        return any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in globs)
-
     found: dict[str, Path] = {}
     for raw in paths:
         root = Path(raw)
@@ -49,12 +45,23 @@ def find_files(
         if not root.is_dir():
             raise LoadError(str(raw), "no such file or directory")
         for p in sorted(root.rglob("*")):
-            rel = p.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
-                continue
-            if p.is_file() and matches(rel, p.name, include) and not matches(rel, p.name, exclude):
+            if p.is_file() and selected(p.relative_to(root), include, exclude):
                 found.setdefault(source_name(p), p)
     return sorted(found.values(), key=source_name)
+
+
+def selected(rel: Path, include: Iterable[str] = DEFAULT_INCLUDE, exclude: Iterable[str] = ()) -> bool:
+    """Whether walking a directory takes the file at `rel` (its path relative to the walked
+    directory): not in a hidden directory, and its name or `rel` matches an include glob and
+    no exclude glob. The one rule of `find_files` and of `rag ingest --watch` (`pipelines.watch`)."""
+    if any(part.startswith(".") for part in rel.parts[:-1]):
+        return False
+    text = rel.as_posix()
+
+    def matches(globs: Iterable[str]) -> bool:
+        return any(fnmatch.fnmatch(rel.name, g) or fnmatch.fnmatch(text, g) for g in globs)
+
+    return matches(include) and not matches(exclude)
 
 
 def load(path: str | Path, ocr: OcrMode = DEFAULT_OCR) -> Document:

@@ -29,6 +29,7 @@ from rag.errors import ConfigError
 from rag.search.rerank import DEFAULT_RERANK_DEPTH, rerank_order
 from rag.search.routing import DocumentRouter, RouteInfo
 from rag.search.store import Condition, Hit, Leg, QuerySpec, VectorStore
+from rag.tracing import span
 
 Mode = Literal["dense", "bm25", "hybrid"]
 Fusion = Literal["rrf", "wsf", "dbsf"]
@@ -297,10 +298,24 @@ class Retriever:
                 raise ConfigError("empty query: type some words to search for")
         k = top_k or self.top_k
         conditions = parse_filters(filters)
+        with span("rag.search", **{"rag.search.mode": mode, "rag.search.top_k": k, "rag.search.queries": len(queries),
+                                   "rag.search.route": route, "rag.search.fusion": self.fusion if mode == "hybrid"
+                                   else None}) as traced:
+            responses = self._traced_search(queries, k, conditions, mode, explain, vectors, route, best_units)
+            traced.set("rag.search.results", sum(len(r.results) for r in responses))
+        return responses
+
+    def _traced_search(self, queries: list[str], k: int, conditions: list[Condition], mode: Mode, explain: bool,
+                       vectors: np.ndarray | None, route: Route, best_units: bool) -> list[SearchResponse]:
         if mode != "bm25" and vectors is None:
-            vectors = self.encoder.encode(queries)
-        routes: list[RouteInfo | None] = (self.router.route_batch(queries, conditions) if route == "auto"
-                                          else [None] * len(queries))
+            with span("rag.search.encode"):
+                vectors = self.encoder.encode(queries)
+        if route == "auto":
+            with span("rag.search.routing") as traced:
+                routes: list[RouteInfo | None] = self.router.route_batch(queries, conditions)
+                traced.set("rag.search.routed", sum(bool(r is not None and r.routed) for r in routes))
+        else:
+            routes = [None] * len(queries)
         responses = self._search(queries, k, conditions, mode, explain, vectors, routes)
         # A routed query that finds nothing in its documents (a filter or BM25 terms only
         # elsewhere) is searched again in every document: routing never leaves a query empty.
@@ -344,7 +359,9 @@ class Retriever:
                                   rrf_k=self.rrf_k + 1,  # the engine ranks from 0
                                   with_vectors=self.mmr_lambda is not None)
                         for legs, conditions in zip(specs, per_query)]
-            hit_lists = self.store.query_batch(requests)
+            with span("rag.search.legs", **{"rag.search.legs": _leg_names(specs),
+                                            "rag.search.fused_by": "engine" if engine else None}):
+                hit_lists = self.store.query_batch(requests)
             leg_ranks = [self._single_leg(mode, hits) if explain else None for hits in hit_lists]
             if self.reranker is not None:
                 hit_lists, leg_ranks = self._rerank(queries, hit_lists, leg_ranks, explain)
@@ -354,28 +371,31 @@ class Retriever:
         # Client-side fusion: every leg of every query in one batched call, ids and scores only.
         flat = [QuerySpec(legs=[leg], limit=leg.limit, filter=conditions, with_payload=False)
                 for legs, conditions in zip(specs, per_query) for leg in legs]
-        leg_hits = self.store.query_batch(flat)
+        with span("rag.search.legs", **{"rag.search.legs": _leg_names(specs)}):
+            leg_hits = self.store.query_batch(flat)
         n = len(specs[0]) if specs else 0  # legs per query: dense, text
         per = [[[(h.id, h.score) for h in hits] for hits in leg_hits[i * n:(i + 1) * n]]
                for i in range(len(queries))]
-        dense_lists = (self._unit_scored([p[0] for p in per], [p[-1] for p in per] if mode == "hybrid" else None,
-                                         specs, per_query) if units
-                       else [p[0] for p in per])
-        fused_hits, fused_ranks, empty = [], [], []
-        for i, q in enumerate(queries):
-            dense, text = dense_lists[i], (per[i][-1] if mode == "hybrid" else None)
-            fused = dense if text is None else F.fuse(self.fusion, [dense, text], weights=self.weights,
-                                                      rrf_k=self.rrf_k)
-            fused = fused[:self._depth(k)]
-            payloads = {h.id: h for h in self.store.retrieve([d for d, _ in fused],
-                                                            with_vectors=self.mmr_lambda is not None)}
-            hits = [Hit(id=d, score=s, payload=payloads[d].payload, vector=payloads[d].vector)
-                    for d, s in fused if d in payloads]
-            ranks = {name: {d: LegResult(rank=r, score=s) for r, (d, s) in enumerate(ranked, 1)}
-                     for name, ranked in (("dense", dense), ("bm25", text)) if ranked is not None}
-            fused_hits.append(hits)
-            fused_ranks.append(ranks if explain else None)
-            empty.append(text is not None and not text)
+        with span("rag.search.fusion", **{"rag.search.fusion": self.fusion if mode == "hybrid" else None,
+                                          "rag.search.units": units}):
+            dense_lists = (self._unit_scored([p[0] for p in per], [p[-1] for p in per] if mode == "hybrid" else None,
+                                             specs, per_query) if units
+                           else [p[0] for p in per])
+            fused_hits, fused_ranks, empty = [], [], []
+            for i, q in enumerate(queries):
+                dense, text = dense_lists[i], (per[i][-1] if mode == "hybrid" else None)
+                fused = dense if text is None else F.fuse(self.fusion, [dense, text], weights=self.weights,
+                                                          rrf_k=self.rrf_k)
+                fused = fused[:self._depth(k)]
+                payloads = {h.id: h for h in self.store.retrieve([d for d, _ in fused],
+                                                                with_vectors=self.mmr_lambda is not None)}
+                hits = [Hit(id=d, score=s, payload=payloads[d].payload, vector=payloads[d].vector)
+                        for d, s in fused if d in payloads]
+                ranks = {name: {d: LegResult(rank=r, score=s) for r, (d, s) in enumerate(ranked, 1)}
+                         for name, ranked in (("dense", dense), ("bm25", text)) if ranked is not None}
+                fused_hits.append(hits)
+                fused_ranks.append(ranks if explain else None)
+                empty.append(text is not None and not text)
         if self.reranker is not None:
             fused_hits, fused_ranks = self._rerank(queries, fused_hits, fused_ranks, explain)
         out = []
@@ -447,7 +467,8 @@ class Retriever:
             head = hits[:self.rerank_depth]
             spans.append((len(pairs), len(head)))
             pairs += [(q, h.payload.get(P.INDEX_TEXT) or h.payload.get(P.TEXT, "")) for h in head]
-        scores = self.reranker.score(pairs) if pairs else []
+        with span("rag.search.rerank", **{"rag.search.rerank.pairs": len(pairs)}):
+            scores = self.reranker.score(pairs) if pairs else []
         out_hits, out_ranks = [], []
         for hits, ranks, (start, n) in zip(hit_lists, leg_ranks, spans):
             s = [float(x) for x in scores[start:start + n]]
@@ -518,3 +539,8 @@ def _check_route(route: str) -> Route:
     if route not in ROUTES:
         raise ConfigError(f"unknown route '{route}': use auto or off")
     return route  # type: ignore[return-value]
+
+
+def _leg_names(specs: list[list[Leg]]) -> list[str]:
+    """The legs every query searches (dense, units, text), for a trace."""
+    return [leg.kind for leg in specs[0]] if specs else []
