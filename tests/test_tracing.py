@@ -98,7 +98,9 @@ def test_ingest_search_and_answer_spans(tmp_path, encoder, spans):
     assert children(done, search) == ["rag.search.encode", "rag.search.fusion", "rag.search.legs",
                                       "rag.search.routing"]
     legs = one(done, "rag.search.legs")
-    assert legs.attributes["rag.search.legs"] == ("dense", "units", "text")  # sentence vectors: fused here
+    assert legs.attributes["rag.search.legs"] == ("dense", "text")
+    # sentence vectors: the candidates' units are scored by id and fused client-side, in this span
+    assert one(done, "rag.search.fusion").attributes["rag.search.units"] is True
     spans.clear()
 
     with FakeLLMServer(answer=ANSWER) as llm:
