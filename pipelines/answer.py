@@ -255,10 +255,7 @@ class RagPipeline:
                         answer.finish_reason = completion.finish_reason
                         yield answer.text
                 except LLMError as e:
-                    call.update(**{"error.type": type(e).__name__})
-                    if not self.fallback_to_extracts:
-                        raise
-                    self._fall_back(answer, e, cleaner.raw)
+                    self._llm_failed(call, answer, e, cleaner.raw)
                     with traced.current():
                         answer.text = self._extract(question, retrieval_query, prompt, response)
                     yield "\n\n" + answer.text if cleaner.shown else answer.text
@@ -312,10 +309,7 @@ class RagPipeline:
                     yield text
                 self._end_stream(answer, cleaner)
             except LLMError as e:
-                call.update(**{"error.type": type(e).__name__})
-                if not self.fallback_to_extracts:
-                    raise
-                self._fall_back(answer, e, cleaner.raw)
+                self._llm_failed(call, answer, e, cleaner.raw)
                 with traced.current():
                     answer.text = await asyncio.to_thread(self._extract, question, retrieval_query, prompt,
                                                           response)
@@ -406,6 +400,14 @@ class RagPipeline:
         text, _ = extract(_phrasings(question, retrieval_query), prompt.passages, self.encoder,
                           cache=self.sentence_cache, known=known)
         return text
+
+    def _llm_failed(self, call, answer: Answer, error: LLMError, pieces: list[str]) -> None:
+        """The LLM failed mid-answer (stream and astream alike): the error on its span, then
+        raised again, or, with fallback_to_extracts, noted on the answer (extracts follow)."""
+        call.update(**{"error.type": type(error).__name__})
+        if not self.fallback_to_extracts:
+            raise error
+        self._fall_back(answer, error, pieces)
 
     @staticmethod
     def _fall_back(answer: Answer, error: LLMError, pieces: list[str]) -> None:

@@ -242,3 +242,15 @@ def hold_store(settings: StoreSettings) -> subprocess.Popen:
         proc.kill()
         raise AssertionError(f"holder did not open the store: {line!r} {proc.stderr.read()}")
     return proc
+
+
+def wait_job(c, job_id: str, seconds: float = 180) -> dict:
+    """Poll a server job (GET /v1/jobs/ID with the client `c`) until it is done or failed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        job = c.get(f"/v1/jobs/{job_id}").json()
+        assert job["status"] in ("queued", "running", "done", "failed"), job
+        if job["status"] in ("done", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished in {seconds} s")

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers_ingest import wait_job
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
 from pipelines.server.documents import sanitise_label
@@ -71,17 +72,6 @@ def error_of(r: httpx.Response) -> dict:
 def upload(c: httpx.Client, files: list[tuple[str, bytes]], collection: str | None = None) -> httpx.Response:
     return c.post("/v1/documents", files=[("file", (name, data, "application/octet-stream")) for name, data in files],
                   data={"collection": collection} if collection else None)
-
-
-def wait_job(c: httpx.Client, job_id: str, seconds: float = 180) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = c.get(f"/v1/jobs/{job_id}").json()
-        assert job["status"] in ("queued", "running", "done", "failed"), job
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished in {seconds} s")
 
 
 def documents(c: httpx.Client, collection: str | None = None) -> dict[str, int]:

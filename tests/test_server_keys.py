@@ -7,12 +7,12 @@ Every loop is bounded in count and time."""
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from helpers_ingest import wait_job
 from pipelines.config import RagConfig
 from pipelines.server.app import create_app, serve_in_background
 from pipelines.server.keys import Grant, find_grant, key_digest, load_keys
@@ -144,14 +144,6 @@ def client(url: str, key: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
 
-def wait_job(c: httpx.Client, job_id: str, seconds: float = 120) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        job = c.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished in {seconds} s")
 
 
 def upload(c: httpx.Client, name: str, text: str, collection: str | None) -> httpx.Response:
@@ -244,7 +236,7 @@ def test_each_key_uploads_to_and_deletes_in_its_own_and_jobs_are_its_own(server)
         r = upload(a, "a-notes.txt", "Fog horns sounded twice a minute in dense fog.", "alpha")
         assert r.status_code == 202, r.text
         job_id = r.json()["job_id"]
-        assert wait_job(a, job_id)["status"] == "done"
+        assert wait_job(a, job_id, seconds=120)["status"] == "done"
         assert "a-notes.txt" in sources(a, "alpha")
         # The job is A's: for B it is a job that does not exist.
         theirs, none = b.get(f"/v1/jobs/{job_id}"), b.get("/v1/jobs/job-0000")
@@ -252,7 +244,7 @@ def test_each_key_uploads_to_and_deletes_in_its_own_and_jobs_are_its_own(server)
         assert theirs.json()["error"]["message"] == none.json()["error"]["message"].replace("job-0000", job_id)
         r = upload(b, "b-notes.txt", "Bake the loaf at 250 degrees for forty minutes.", None)  # B's default: beta
         assert r.status_code == 202 and r.json()["collection"] == "beta", r.text
-        assert wait_job(b, r.json()["job_id"])["status"] == "done"
+        assert wait_job(b, r.json()["job_id"], seconds=120)["status"] == "done"
         doc = next(d for d in b.get("/v1/documents", params={"collection": "beta"}).json()["data"]
                    if d["source"] == "b-notes.txt")
         # A cannot delete B's document (404 as for a collection that does not exist); B can.
