@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.ingest import IngestReport, ingest, open_for_writing
+from pipelines.memory import release_free_memory
 from pipelines.stores import StoreSettings
 from rag.ingest.loaders import selected, source_name
 
@@ -202,6 +203,7 @@ def watch(paths: Sequence[str | Path], job: WatchJob, on_report: Callable[[Inges
     def apply(todo: Plan) -> None:
         on_report(ingest(todo.ingest, store=job.store, vector_store=opened[0], remove=todo.remove,
                          progress=job.progress, stop=stop, **job.ingest_args))
+        release_free_memory()  # a watcher runs for days: what each batch freed goes back (pipelines/memory.py)
 
     with _stopping_on_signals(stop):
         try:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.memory import release_free_memory
 from pipelines.server.spool import RESUMED, JobRecord, Spool, spooled_name, to_prune, to_resume
 from rag.errors import RagError
 
@@ -170,6 +171,8 @@ class DocumentWriter:
                 task()
             except Exception:  # a task reports its own failure; this is the last line
                 logger.exception("a write task failed")
+            finally:
+                release_free_memory()  # what the job's encoding and writes freed (pipelines/memory.py)
 
     # ------------------------------------------------------------------ jobs
     def jobs(self) -> list[Job]:
