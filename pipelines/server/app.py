@@ -65,6 +65,7 @@ from rag.answer.prompt import strip_citations
 from rag.errors import (CollectionNotFoundError, ConfigError, LLMError, ModelMismatchError, RagError,
                         StoreLockedError)
 from rag.models import Answer
+from rag.search.retrieval import SearchResponse
 
 logger = logging.getLogger("pipelines.server")
 
@@ -417,16 +418,16 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def favicon() -> Response:
         return Response(status_code=204)  # no icon; answered so that browsers log no 404
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/health", response_model=S.Health)
+    async def health() -> S.Health:
+        return S.Health()
 
     @app.get("/v1/models", response_model=S.ModelList)
     async def models(request: Request) -> S.ModelList:
         names = grant_of(request.scope).visible(await asyncio.to_thread(state.collections))
         return S.ModelList(data=[S.ModelCard(id=n) for n in names])
 
-    @app.post("/v1/search")
+    @app.post("/v1/search", response_model=SearchResponse)
     async def search(body: S.SearchRequest, request: Request) -> Response:
         name = readable(state, grant_of(request.scope), body.collection)
 

@@ -56,9 +56,10 @@ class CollectionCreate(BaseModel):
 
 def describe(state: ServerState, served: Served, default: str | None = None) -> dict[str, Any]:
     info = served.handle.info
-    return {"id": served.name, "object": "collection", "points": served.handle.count(),
-            "default": served.name == (default or state.default_collection), "model": info.model,
-            "dimension": info.dimension, "chunk_size": info.chunk_size, "chunk_overlap": info.chunk_overlap}
+    return S.CollectionInfo(id=served.name, points=served.handle.count(),
+                            default=served.name == (default or state.default_collection), model=info.model,
+                            dimension=info.dimension, chunk_size=info.chunk_size,
+                            chunk_overlap=info.chunk_overlap).model_dump(mode="json", exclude_none=True)
 
 
 def list_collections(state: ServerState, grant: Grant = EVERYTHING) -> dict[str, Any]:
@@ -70,9 +71,8 @@ def list_collections(state: ServerState, grant: Grant = EVERYTHING) -> dict[str,
         try:
             data.append(describe(state, state.collection(name), default))
         except RagError as e:  # held by another process, another model ...: listed, with why
-            data.append({"id": name, "object": "collection", "default": name == default,
-                         "error": str(e)})
-    return {"object": "list", "data": data}
+            data.append(S.CollectionInfo(id=name, default=name == default, error=str(e)))
+    return S.CollectionList(data=data).model_dump(mode="json", exclude_none=True)
 
 
 def _embedded_store_root(state: ServerState) -> Path:
@@ -109,17 +109,17 @@ def delete_collection(state: ServerState, name: str) -> dict[str, Any]:
     shutil.rmtree(trash, ignore_errors=True)
     with contextlib.suppress(OSError):
         shutil.rmtree(state.uploads_dir / name)
-    return {"id": name, "object": "collection", "deleted": True, "points": points}
+    return S.CollectionDeleted(id=name, points=points).model_dump(mode="json")
 
 
 def add_collection_routes(app: FastAPI, state: ServerState, error_response, exception_response) -> None:
     """The routes above, on `app`; errors in the OpenAI shape."""
 
-    @app.get("/v1/collections")
+    @app.get("/v1/collections", response_model=S.CollectionList)
     async def collections(request: Request) -> Response:
         return JSONResponse(await asyncio.to_thread(list_collections, state, grant_of(request.scope)))
 
-    @app.post("/v1/collections", status_code=201)
+    @app.post("/v1/collections", status_code=201, response_model=S.CollectionInfo)
     async def create(body: CollectionCreate, request: Request) -> Response:
         if not grant_of(request.scope).may_write(body.name):  # before the 409: no probing others' names
             raise AccessDeniedError(f"this key may not create collection '{body.name}' (only those it may write)")
@@ -129,7 +129,7 @@ def add_collection_routes(app: FastAPI, state: ServerState, error_response, exce
             return error_response(409, str(e), "collection_exists")
         return JSONResponse(made, status_code=201)
 
-    @app.delete("/v1/collections/{name}")
+    @app.delete("/v1/collections/{name}", response_model=S.CollectionDeleted)
     async def delete(name: S.CollectionName, request: Request) -> Response:
         writable(state, grant_of(request.scope), name)
         try:

@@ -319,8 +319,9 @@ async def receive_upload(request: Request, state: ServerState) -> dict[str, Any]
     except BaseException:
         parser.remove()
         raise
-    return {"job_id": job.id, "status": "queued", "collection": name,
-            "files": [{"source": label, "id": document_id(label)} for _, label in staged]}
+    return S.UploadAccepted(job_id=job.id, collection=name,
+                            files=[S.UploadedFile(source=label, id=document_id(label)) for _, label in staged]
+                            ).model_dump(mode="json")
 
 
 def list_documents(state: ServerState, collection: str | None) -> dict[str, Any]:
@@ -330,14 +331,14 @@ def list_documents(state: ServerState, collection: str | None) -> dict[str, Any]
         source = payload.get(payload_fields.SOURCE)
         if source is not None:
             counts[source] = counts.get(source, 0) + 1
-    return {"object": "list", "collection": served.name,
-            "data": [{"id": document_id(s), "source": s, "chunks": n} for s, n in sorted(counts.items())]}
+    return S.DocumentList(collection=served.name, data=[S.DocumentInfo(id=document_id(s), source=s, chunks=n)
+                                                        for s, n in sorted(counts.items())]).model_dump(mode="json")
 
 
 def add_document_routes(app: FastAPI, state: ServerState, error_response, exception_response) -> None:
     """The routes above, on `app`; errors in the OpenAI shape."""
 
-    @app.post("/v1/documents", status_code=202)
+    @app.post("/v1/documents", status_code=202, response_model=S.UploadAccepted)
     async def upload(request: Request) -> Response:
         try:
             body = await receive_upload(request, state)
@@ -349,7 +350,7 @@ def add_document_routes(app: FastAPI, state: ServerState, error_response, except
             return exception_response(e)
         return JSONResponse(body, status_code=202)
 
-    @app.get("/v1/jobs/{job_id}")
+    @app.get("/v1/jobs/{job_id}", response_model=S.JobView)
     async def job(job_id: str, request: Request) -> Response:
         found = state.writer.job(job_id)
         if found is None or not grant_of(request.scope).may_read(found.collection):
@@ -357,12 +358,12 @@ def add_document_routes(app: FastAPI, state: ServerState, error_response, except
                                   "latest 1000)", "job_not_found")
         return JSONResponse(found.view())
 
-    @app.get("/v1/documents")
+    @app.get("/v1/documents", response_model=S.DocumentList)
     async def documents(request: Request, collection: S.CollectionName | None = None) -> Response:
         name = readable(state, grant_of(request.scope), collection)
         return JSONResponse(await asyncio.to_thread(list_documents, state, name))
 
-    @app.delete("/v1/documents/{doc_id}")
+    @app.delete("/v1/documents/{doc_id}", response_model=S.DocumentDeleted)
     async def delete(doc_id: str, request: Request, collection: S.CollectionName | None = None) -> Response:
         name = writable(state, grant_of(request.scope), collection)
         await asyncio.to_thread(state.collection, name)
@@ -370,4 +371,4 @@ def add_document_routes(app: FastAPI, state: ServerState, error_response, except
             removed = await asyncio.wrap_future(state.writer.delete(name, doc_id))
         except DocumentNotFoundError as e:
             return error_response(404, str(e), "document_not_found")
-        return JSONResponse({**removed, "collection": name, "deleted": True})
+        return JSONResponse(S.DocumentDeleted(**removed, collection=name).model_dump(mode="json"))

@@ -83,11 +83,14 @@ class Job:
         return job
 
     def view(self) -> dict[str, Any]:
-        return {"job_id": self.id, "status": self.status, "collection": self.collection,
-                "files": [label for _, label in self.files],
-                "outcomes": [o.model_dump(mode="json") for o in self.outcomes],
-                "chunks_written": self.chunks_written, "total_points": self.total_points, "error": self.error,
-                "created": self.created, "started": self.started, "finished": self.finished, "notes": self.notes}
+        """GET /v1/jobs/{id}'s answer (schemas.JobView) as JSON-ready data."""
+        from pipelines.server.schemas import JobView
+
+        return JobView(job_id=self.id, status=self.status, collection=self.collection,
+                       files=[label for _, label in self.files], outcomes=self.outcomes,
+                       chunks_written=self.chunks_written, total_points=self.total_points, error=self.error,
+                       created=self.created, started=self.started, finished=self.finished,
+                       notes=self.notes).model_dump(mode="json")
 
 
 class DocumentWriter:

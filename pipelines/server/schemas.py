@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictFloat,
                       StrictStr, StringConstraints, WithJsonSchema, field_validator, model_validator)
 
+from pipelines.ingest_report import FileOutcome
 from rag.answer.citations import citation_spans
 from rag.models import Answer, Passage, SentenceSupport
 
@@ -357,6 +358,94 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ---------------------------------------------------------------------------- the server's own answers
+# What the routes beyond OpenAI's answer, declared in the OpenAPI document (and checked against
+# every answer by tests/test_server_contract.py) and used to build those answers, so the two
+# cannot drift apart. Errors are ErrorResponse everywhere.
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class UploadedFile(BaseModel):
+    source: str = Field(description="the document's source label: the uploaded file's name")
+    id: str = Field(description="the document's id (DELETE /v1/documents/{id})")
+
+
+class UploadAccepted(BaseModel):
+    """POST /v1/documents, 202: the files are on the server's disk and their job is queued."""
+
+    job_id: str = Field(description="poll GET /v1/jobs/{job_id}")
+    status: Literal["queued"] = "queued"
+    collection: str
+    files: list[UploadedFile]
+
+
+class JobView(BaseModel):
+    """GET /v1/jobs/{job_id}: an ingest job and, once it ended, each file's outcome."""
+
+    job_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    collection: str
+    files: list[str] = Field(description="the files' source labels")
+    outcomes: list[FileOutcome] = Field(description="one per file once the job is done")
+    chunks_written: int
+    total_points: int | None = Field(description="the collection's points after the job")
+    error: str | None = Field(description="why the job failed (status failed)")
+    created: float = Field(description="Unix time the upload was accepted")
+    started: float | None
+    finished: float | None
+    notes: list[str] = Field(description="e.g. that the job ran again after a restart")
+
+
+class DocumentInfo(BaseModel):
+    id: str
+    source: str
+    chunks: int
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    collection: str
+    data: list[DocumentInfo]
+
+
+class DocumentDeleted(BaseModel):
+    id: str
+    source: str
+    chunks: int = Field(description="chunks removed")
+    collection: str
+    deleted: Literal[True] = True
+
+
+class CollectionInfo(BaseModel):
+    """A collection; a listed one that cannot be opened (another process holds it, another
+    encoder built it) has `error` instead of its settings."""
+
+    id: str
+    object: Literal["collection"] = "collection"
+    default: bool = Field(description="where a request naming no collection goes")
+    points: int | None = None
+    model: str | None = None
+    dimension: int | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+    error: str | None = None
+
+
+class CollectionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CollectionInfo]
+
+
+class CollectionDeleted(BaseModel):
+    id: str
+    object: Literal["collection"] = "collection"
+    deleted: Literal[True] = True
+    points: int = Field(description="points it held")
 
 
 def error_detail(status: int, message: str, code: str | None = None) -> ErrorDetail:
