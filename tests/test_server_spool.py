@@ -340,3 +340,67 @@ def test_a_disk_that_fills_while_the_upload_arrives_refuses_it_and_keeps_nothing
     finally:
         server.close()
     assert snapshot(settings).sources == before.sources | {"after.txt"}
+
+
+# ---------------------------------------------------------------------------- several workers on one spool
+
+HOLDER = """
+import sys, uuid
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from pipelines.server.spool import NEW_PREFIX, Claim, JobRecord, Spool
+spool = Spool(Path({spool!r}))
+upload = Path({spool!r}).parent / "kelp.txt"
+upload.write_text("Kelp forests shelter sea otters.")
+record = JobRecord(id=f"job-{{uuid.uuid4().hex}}", collection="docs", files=[("00.txt", "kelp.txt")])
+paths, claim = spool.accept(record, [upload])            # accepted, queued, held: this worker's job
+building = spool.root / f"{{NEW_PREFIX}}job-{{uuid.uuid4().hex}}"
+building.mkdir()
+held = Claim.take(building)                              # an upload this worker is spooling right now
+print(record.id, building.name, flush=True)
+sys.stdin.read()                                         # held until killed
+"""
+
+
+def test_a_job_another_live_worker_holds_is_not_run_or_swept_here_until_that_worker_dies(tmp_path):
+    """`rag serve --workers N`: a starting worker runs again only the unfinished jobs no live
+    worker holds. Another process (a worker) accepts a job and is spooling a second upload, and
+    stays alive: a writer starting on the same spool neither runs its job nor removes the folder
+    being built, and answers the job's id from its record. Once that process is SIGKILLed, the
+    next start claims the job and runs it again, and sweeps the folder it left."""
+    from pipelines.server.jobs import DocumentWriter
+    from pipelines.server.spool import Spool
+
+    root = tmp_path / "uploads" / SPOOL_FOLDER
+    root.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.format(root=str(Path(__file__).parents[1]), spool=str(root))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        job_id, building = holder.stdout.readline().split()
+        asked: list[str] = []
+
+        def collection(name: str):  # what running a job asks first: recorded, then refused
+            asked.append(name)
+            raise RuntimeError("this test's writer has no collection")
+
+        writer = DocumentWriter(collection, Spool(root))
+        writer.start()
+        writer.call(lambda: None).result(30)  # whatever was queued at start has run
+        assert asked == []
+        seen = writer.job(job_id)
+        assert seen is not None and seen.view()["status"] == "queued"
+        assert (root / building).is_dir()
+        assert json.loads((root / job_id / RECORD).read_text())["resumed"] == 0
+        writer.stop()
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+    writer = DocumentWriter(collection, Spool(root))
+    writer.start()
+    writer.call(lambda: None).result(30)
+    writer.stop()
+    assert asked == ["docs"]  # run again here, once
+    record = json.loads((root / job_id / RECORD).read_text())
+    assert record["resumed"] == 1 and record["status"] == "failed"
+    assert not (root / building).exists()

@@ -30,8 +30,9 @@ The writes run in the server's one writer (`ServerState.writer`, see jobs.py), i
 reads here (the document list) run alongside. Jobs are kept in the spool: a job a kill or stop
 cut short runs again when the server starts, under its id, and finished jobs answer GET
 /v1/jobs/{id} across restarts for a bounded time (spool.KEEP_SECONDS, KEEP_JOBS). With several
-workers (a Qdrant server) a job is known to the worker that took the upload only, and every
-worker that starts runs the unfinished jobs it finds (idempotent, but repeated work).
+workers (a Qdrant server) each job is run by the worker that took the upload, which holds it in
+the spool (spool.Claim); any worker answers its id from the record, and a worker that starts runs
+again only the unfinished jobs whose worker has died.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.memory import release_free_memory
-from pipelines.server.spool import RESUMED, JobRecord, Spool, spooled_name, to_prune, to_resume
+from pipelines.server.spool import (JOB_ID, RESUMED, Claim, JobRecord, Spool, spooled_name, to_prune,
+                                    to_resume)
 from rag.errors import RagError
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Job:
         self.created, self.started, self.finished = time.time(), None, None
         self.notes: list[str] = []
         self.resumed = 0
+        self.claim: Claim | None = None  # this process's hold on the job's spool folder, until settled
 
     def record(self) -> JobRecord:
         """What the spool keeps of it; its files named by their place in the job."""
@@ -135,6 +137,10 @@ class DocumentWriter:
         if thread.is_alive():
             logger.warning("the ingest job still running after %.0f s is abandoned at shutdown", timeout)
         if self.spool is not None:  # queued jobs stay in the spool: the next start runs them
+            for job in self.jobs():  # ... or another worker's, or a writer opened again in this process
+                if job.claim is not None and job.status == "queued":
+                    job.claim.release()
+                    job.claim = None
             return
         for job in self.jobs():  # queued, never started: say so, drop their files
             if job.status == "queued":
@@ -147,16 +153,23 @@ class DocumentWriter:
         records = self.spool.load()
         gone = set(to_prune([(r.id, r.finished or r.created) for r in records if r.is_finished], time.time()))
         self.spool.forget(sorted(gone))
+        mine: list[JobRecord] = []  # unfinished and claimed here: not run by another worker now
         for record in sorted(records, key=lambda r: r.created):
             if record.id in gone:
                 continue
+            claim = None
             if not record.is_finished:
+                claim = self.spool.claim(record.id)
+                if claim is None:  # another live worker holds it: it answers from the spool
+                    continue
                 record.resumed += 1
                 self.spool.update(record)
+                mine.append(record)
             job = Job.of(record, self.spool.folder(record.id))
+            job.claim = claim
             with self._jobs_lock:
                 self._jobs[job.id] = job
-        for record in to_resume(records):
+        for record in to_resume(mine):
             job = self._jobs[record.id]
             missing = self.spool.missing(record)
             if missing:
@@ -183,8 +196,13 @@ class DocumentWriter:
             return list(self._jobs.values())
 
     def job(self, job_id: str) -> Job | None:
+        """A job of this process, else (several workers on one spool) as its record says."""
         with self._jobs_lock:
-            return self._jobs.get(job_id)
+            found = self._jobs.get(job_id)
+        if found is None and self.spool is not None and JOB_ID.match(job_id):
+            record = self.spool.read(job_id)
+            found = Job.of(record, self.spool.folder(job_id)) if record is not None else None
+        return found
 
     def submit(self, collection: str, files: list[tuple[Path, str]]) -> Job:
         """Queue an ingest of `files` ((staged path, source label)) into `collection`."""
@@ -192,8 +210,8 @@ class DocumentWriter:
             raise RagError("the server is not open")
         job = Job(collection, files)
         if self.spool is not None:  # SpoolUnavailable: nothing queued, nothing kept
-            job.files = list(zip(self.spool.accept(job.record(), [p for p, _ in files]),
-                                 [label for _, label in files], strict=True))
+            spooled, job.claim = self.spool.accept(job.record(), [p for p, _ in files])
+            job.files = list(zip(spooled, [label for _, label in files], strict=True))
         with self._jobs_lock:
             self._jobs[job.id] = job
         self._tasks.put(lambda: self._ingest(job))
@@ -225,6 +243,9 @@ class DocumentWriter:
         job.status, job.error, job.finished = status, error, time.time()
         if self.spool is not None:
             self.spool.settle(job.record())
+            if job.claim is not None:
+                job.claim.release()
+                job.claim = None
         else:
             for path, _ in job.files:
                 with contextlib.suppress(OSError):

@@ -16,6 +16,13 @@ idempotent: files already stored before the crash are "unchanged", a half-writte
 replaced whole), with the note RESUMED; the finished ones answer GET /v1/jobs/{id} as before.
 Finished records are kept for KEEP_SECONDS and at most KEEP_JOBS of them (`to_prune`).
 
+Several processes on one spool (`rag serve --workers N` on a Qdrant server): a job is claimed by
+the process that accepted it, with an exclusive `flock` on its folder held from before the rename
+until the job is settled (`Claim`). The kernel drops the lock when that process dies, however it
+dies, so a starting worker runs again exactly the unfinished jobs nobody holds, a job is never run
+by two workers at once, and a folder being built (`.new-*`) is not removed from under the worker
+building it. A job held by another worker answers GET /v1/jobs/{id} from its record (`read`).
+
 A spool that cannot be written (a full disk, a read-only or broken folder) refuses the upload
 (`SpoolUnavailable`: 507) and keeps nothing of it. The decisions (what a record holds, which
 records to run again or forget, what a write error means for the client) are pure functions
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -132,6 +140,38 @@ def refusal(error: OSError) -> SpoolUnavailable:
                             "spool_unwritable")
 
 
+class Claim:
+    """An exclusive flock on a job folder: this process runs the job. Released by `release`, or
+    by the kernel when the process ends (a SIGKILL included). The lock is on the folder itself,
+    so it survives the folder's rename from `.new-<id>` to `<id>`."""
+
+    def __init__(self, fd: int):
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, folder: Path) -> Claim | None:
+        """The claim of `folder`, or None when another process (or another claim here) holds it.
+        OSError when the folder cannot be opened."""
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __del__(self):
+        self.release()
+
+
 def _fsync_path(path: Path, directory: bool = False) -> None:
     fd = os.open(path, (os.O_RDONLY | os.O_DIRECTORY) if directory else os.O_RDONLY)
     try:
@@ -167,15 +207,19 @@ class Spool:
             raise ValueError(f"not a job id: {job_id[:80]!r}")
         return self.root / job_id
 
-    def accept(self, record: JobRecord, files: list[Path]) -> list[Path]:
+    def accept(self, record: JobRecord, files: list[Path]) -> tuple[list[Path], Claim]:
         """Move `files` (the upload's received files, in record.files' order) into a new job
-        folder with `record`, durably; their new paths. SpoolUnavailable, with nothing kept of
-        the job (the received files are the caller's to remove), when the disk says no."""
+        folder with `record`, durably; their new paths and this process's claim of the job.
+        SpoolUnavailable, with nothing kept of the job (the received files are the caller's to
+        remove), when the disk says no."""
         new = self.root / f"{NEW_PREFIX}{record.id}"
         moved: list[tuple[Path, Path]] = []
+        claim: Claim | None = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            new.mkdir()
+            with self._guard(fcntl.LOCK_SH):  # no sweep between making the folder and claiming it
+                new.mkdir()
+                claim = Claim.take(new)  # a new id's folder: nobody else can hold it
             for source, (name, _) in zip(files, record.files, strict=True):
                 _fsync_path(source)
                 os.replace(source, new / name)
@@ -189,8 +233,25 @@ class Spool:
                 with contextlib.suppress(OSError):
                     os.replace(target, source)
             shutil.rmtree(new, ignore_errors=True)
+            if claim is not None:
+                claim.release()
             raise refusal(e) from None
-        return [self.folder(record.id) / name for name, _ in record.files]
+        return [self.folder(record.id) / name for name, _ in record.files], claim
+
+    def claim(self, job_id: str) -> Claim | None:
+        """This process's claim of a job, or None when another process runs it (or its folder is gone)."""
+        try:
+            return Claim.take(self.folder(job_id))
+        except OSError:
+            return None
+
+    def read(self, job_id: str) -> JobRecord | None:
+        """One job's record as the spool has it (a job another worker accepted), or None."""
+        try:
+            record = JobRecord.from_json((self.folder(job_id) / RECORD).read_bytes())
+        except (OSError, ValueError, TypeError):
+            return None
+        return record if record.id == job_id else None
 
     def update(self, record: JobRecord) -> None:
         """Rewrite a job's record (its outcome). A failure is logged: the job then runs again at
@@ -217,9 +278,12 @@ class Spool:
         if not self.root.is_dir():
             return []
         records = []
+        with self._guard(fcntl.LOCK_EX):
+            for entry in self.root.iterdir():
+                if entry.name.startswith(NEW_PREFIX):
+                    self._remove_unanswered(entry)
         for entry in sorted(self.root.iterdir()):
             if entry.name.startswith(NEW_PREFIX):
-                shutil.rmtree(entry, ignore_errors=True)
                 continue
             if not JOB_ID.match(entry.name) or not entry.is_dir():
                 continue
@@ -234,6 +298,29 @@ class Spool:
                 self.settle_files(record)
             records.append(record)
         return records
+
+    def _remove_unanswered(self, folder: Path) -> None:
+        """A `.new-*` folder left by a process that died before answering 202; not one that a
+        live worker is building now (it holds the folder's claim: the guard makes sure it took
+        it before any sweep could see the folder)."""
+        try:
+            claim = Claim.take(folder)
+        except OSError:
+            return
+        if claim is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            claim.release()
+
+    @contextlib.contextmanager
+    def _guard(self, mode: int):
+        """A flock on the spool folder itself: shared while a job folder is made and claimed,
+        exclusive while unanswered ones are swept (so none is swept before its claim is taken)."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)
 
     def settle_files(self, record: JobRecord) -> None:
         for name, _ in record.files:
