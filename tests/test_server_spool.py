@@ -404,3 +404,36 @@ def test_a_job_another_live_worker_holds_is_not_run_or_swept_here_until_that_wor
     record = json.loads((root / job_id / RECORD).read_text())
     assert record["resumed"] == 1 and record["status"] == "failed"
     assert not (root / building).exists()
+
+
+def test_a_job_settled_by_its_worker_while_another_starts_stays_settled(tmp_path):
+    """The starting writer reads the records, and the job's worker settles it before the writer
+    claims it (the claim is then free): the writer must take the record as it is now, done, not
+    run it again from its stale copy (which would rewrite it queued and fail it for its removed
+    files)."""
+    from dataclasses import replace
+
+    from pipelines.server.jobs import DocumentWriter
+    from pipelines.server.spool import Spool
+
+    root = tmp_path / "uploads" / SPOOL_FOLDER
+    upload = tmp_path / "kelp.txt"
+    upload.write_text("Kelp forests shelter sea otters.")
+    record = JobRecord(id="job-" + "ab" * 16, collection="docs", files=[("00.txt", "kelp.txt")])
+    _, claim = Spool(root).accept(record, [upload])
+    claim.release()  # its worker, about to settle it
+
+    class SettledMeanwhile(Spool):
+        def load(self):
+            records = super().load()  # read while the job is still queued ...
+            Spool(root).settle(replace(record, status="done", finished=time.time()))  # ... then settled
+            return records
+
+    asked: list[str] = []
+    writer = DocumentWriter(lambda name: asked.append(name), SettledMeanwhile(root))
+    writer.start()
+    writer.call(lambda: None).result(30)
+    writer.stop()
+    on_disk = json.loads((root / record.id / RECORD).read_text())
+    assert asked == [] and (on_disk["status"], on_disk["resumed"]) == ("done", 0)
+    assert writer.job(record.id).view()["status"] == "done"

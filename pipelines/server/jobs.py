@@ -137,8 +137,8 @@ class DocumentWriter:
         if thread.is_alive():
             logger.warning("the ingest job still running after %.0f s is abandoned at shutdown", timeout)
         if self.spool is not None:  # queued jobs stay in the spool: the next start runs them
-            for job in self.jobs():  # ... or another worker's, or a writer opened again in this process
-                if job.claim is not None and job.status == "queued":
+            for job in self.jobs() if not thread.is_alive() else []:  # (an abandoned thread still runs them)
+                if job.claim is not None and job.status == "queued":  # another worker's, or a writer opened again here
                     job.claim.release()
                     job.claim = None
             return
@@ -162,9 +162,18 @@ class DocumentWriter:
                 claim = self.spool.claim(record.id)
                 if claim is None:  # another live worker holds it: it answers from the spool
                     continue
-                record.resumed += 1
-                self.spool.update(record)
-                mine.append(record)
+                fresh = self.spool.read(record.id)  # as it is now: its worker may have settled it since `load`
+                if fresh is None:
+                    claim.release()
+                    continue
+                record = fresh
+                if record.is_finished:
+                    claim.release()
+                    claim = None
+                else:
+                    record.resumed += 1
+                    self.spool.update(record)
+                    mine.append(record)
             job = Job.of(record, self.spool.folder(record.id))
             job.claim = claim
             with self._jobs_lock:

@@ -59,6 +59,9 @@ RESUMED = ("resumed after restart: the server stopped before this job finished, 
            "from its spooled files (files stored before the stop are reported 'unchanged')")
 FINISHED = ("done", "failed")
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# flock's answers where the file system cannot lock (NFS without write access, some FUSE): the
+# spool then works without claims, as with one worker.
+UNLOCKABLE_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL, errno.ENOSYS})
 
 
 class SpoolUnavailable(RagError):
@@ -143,9 +146,10 @@ def refusal(error: OSError) -> SpoolUnavailable:
 class Claim:
     """An exclusive flock on a job folder: this process runs the job. Released by `release`, or
     by the kernel when the process ends (a SIGKILL included). The lock is on the folder itself,
-    so it survives the folder's rename from `.new-<id>` to `<id>`."""
+    so it survives the folder's rename from `.new-<id>` to `<id>`. Where the file system cannot
+    lock, a claim holds no lock (`fd` None): one worker's rules."""
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int | None):
         self._fd: int | None = fd
 
     @classmethod
@@ -158,6 +162,12 @@ class Claim:
         except BlockingIOError:
             os.close(fd)
             return None
+        except OSError as e:
+            os.close(fd)
+            if e.errno in UNLOCKABLE_ERRNOS:
+                _cannot_lock(folder.parent, e)
+                return cls(None)
+            raise
         except BaseException:
             os.close(fd)
             raise
@@ -170,6 +180,16 @@ class Claim:
 
     def __del__(self):
         self.release()
+
+
+_warned: set[str] = set()
+
+
+def _cannot_lock(root: Path, error: OSError) -> None:
+    if str(root) not in _warned:
+        _warned.add(str(root))
+        logger.warning("the upload spool %s cannot be locked (%s): with several workers, a job could run in "
+                       "two of them", root, error.strerror or error)
 
 
 def _fsync_path(path: Path, directory: bool = False) -> None:
@@ -239,11 +259,16 @@ class Spool:
         return [self.folder(record.id) / name for name, _ in record.files], claim
 
     def claim(self, job_id: str) -> Claim | None:
-        """This process's claim of a job, or None when another process runs it (or its folder is gone)."""
+        """This process's claim of a job, or None when another process runs it (or its folder is
+        gone). Out of descriptors, the job is claimed without a lock (logged): better run than
+        left waiting for a restart."""
         try:
             return Claim.take(self.folder(job_id))
-        except OSError:
+        except FileNotFoundError:
             return None
+        except OSError as e:
+            logger.warning("cannot lock ingest job %s (%s): running it without a claim", job_id, e.strerror or e)
+            return Claim(None)
 
     def read(self, job_id: str) -> JobRecord | None:
         """One job's record as the spool has it (a job another worker accepted), or None."""
@@ -317,7 +342,12 @@ class Spool:
         exclusive while unanswered ones are swept (so none is swept before its claim is taken)."""
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            fcntl.flock(fd, mode)
+            try:
+                fcntl.flock(fd, mode)
+            except OSError as e:
+                if e.errno not in UNLOCKABLE_ERRNOS:
+                    raise
+                _cannot_lock(self.root, e)
             yield
         finally:
             os.close(fd)
