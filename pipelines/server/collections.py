@@ -54,12 +54,12 @@ class CollectionCreate(BaseModel):
     name: S.CollectionName
 
 
-def describe(state: ServerState, served: Served, default: str | None = None) -> dict[str, Any]:
+def describe(state: ServerState, served: Served, default: str | None = None) -> S.CollectionInfo:
     info = served.handle.info
     return S.CollectionInfo(id=served.name, points=served.handle.count(),
                             default=served.name == (default or state.default_collection), model=info.model,
                             dimension=info.dimension, chunk_size=info.chunk_size,
-                            chunk_overlap=info.chunk_overlap).model_dump(mode="json", exclude_none=True)
+                            chunk_overlap=info.chunk_overlap)
 
 
 def list_collections(state: ServerState, grant: Grant = EVERYTHING) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def create_collection(state: ServerState, name: str) -> dict[str, Any]:
     template = state.collection(None).handle.info
     settings = state.config.store.settings().model_copy(update={"collection": name})
     open_store(settings, info=template, create=True).close()
-    return describe(state, state.collection(name))
+    return describe(state, state.collection(name)).model_dump(mode="json", exclude_none=True)
 
 
 def delete_collection(state: ServerState, name: str) -> dict[str, Any]:

@@ -59,6 +59,12 @@ class Job:
         self.resumed = 0
         self.claim: Claim | None = None  # this process's hold on the job's spool folder, until settled
 
+    def let_go(self) -> None:
+        """Release this process's claim of the job (another worker, or a later start, may run it)."""
+        claim, self.claim = self.claim, None
+        if claim is not None:
+            claim.release()
+
     def record(self) -> JobRecord:
         """What the spool keeps of it; its files named by their place in the job."""
         return JobRecord(id=self.id, collection=self.collection,
@@ -137,10 +143,10 @@ class DocumentWriter:
         if thread.is_alive():
             logger.warning("the ingest job still running after %.0f s is abandoned at shutdown", timeout)
         if self.spool is not None:  # queued jobs stay in the spool: the next start runs them
-            for job in self.jobs() if not thread.is_alive() else []:  # (an abandoned thread still runs them)
-                if job.claim is not None and job.status == "queued":  # another worker's, or a writer opened again here
-                    job.claim.release()
-                    job.claim = None
+            if not thread.is_alive():  # (an abandoned thread still runs them: they stay claimed)
+                for job in self.jobs():  # another worker's, or a writer opened again in this process
+                    if job.status == "queued":
+                        job.let_go()
             return
         for job in self.jobs():  # queued, never started: say so, drop their files
             if job.status == "queued":
@@ -252,9 +258,7 @@ class DocumentWriter:
         job.status, job.error, job.finished = status, error, time.time()
         if self.spool is not None:
             self.spool.settle(job.record())
-            if job.claim is not None:
-                job.claim.release()
-                job.claim = None
+            job.let_go()
         else:
             for path, _ in job.files:
                 with contextlib.suppress(OSError):
